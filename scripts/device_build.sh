@@ -13,7 +13,7 @@ if [ ! -f build-device/CMakeCache.txt ]; then
   cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DFUSEKIT_GTEST_SOURCE_DIR="$PWD/.carry/googletest" \
     -DFUSEKIT_CUTLASS_INCLUDE=/tmp/site/cutlass_library/source/include \
-    "-DFUSEKIT_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a" ${FUSEKIT_CMAKE_ARGS:-} >/dev/null
+    "-DFUSEKIT_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a" ${FUSEKIT_CMAKE_ARGS:-} -Wno-dev -Wno-deprecated >/dev/null
 fi
 # -k 0: one broken target (someone else's work in progress) does not stop the others.
 if ! cmake --build build-device -j "$(nproc)" -- -k 0 > build-device/build.log 2>&1; then
