@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "fusekit/moe.h"
 
@@ -35,7 +36,14 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
 Status ref_forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput* router, const MoeRouted* routed,
                    const TensorView& out, const MoeWorkspace& workspace, cudaStream_t stream);
 
-// Repacks weights into moe_preferred_layout's layout.
+// The layout the `cuda` kernels read best (moe_preferred_layout may forward to this).
+MoeWeightLayout preferred_layout(const MoeConfig& config);
+// block_m the `cuda` grouped GEMMs are built for; gemm1_swiglu/gemm2 return an
+// invalid-argument error naming block_m for any other alignment.block_m.
+std::int64_t align_block_m(const MoeConfig& config);
+
+// Repacks weights from config.layout into preferred_layout(config) (a device copy when they
+// are the same layout), on the stream.
 Status prepare_weights(const MoeConfig& config, const MoeWeights& src, const MoeWeights& dst, cudaStream_t stream);
 
 }  // namespace fusekit::cuda_moe

@@ -1,0 +1,114 @@
+// Launchers of the `cuda` MoE kernels: raw pointers, sizes, strides and a stream in, a Status
+// out. Each is defined next to its kernel (one kernel per .cu file); stages.cpp maps the
+// public TensorViews onto these parameter structs, forward.cpp chains them.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "fusekit/moe.h"
+#include "fusekit/status.h"
+
+namespace fusekit::cuda_moe {
+
+enum class LogitsType { kF32, kBF16 };
+
+struct RouteParams {
+  const void* logits = nullptr;  // [T, E], rows logits_row_stride elements apart
+  LogitsType logits_type = LogitsType::kF32;
+  std::int64_t logits_row_stride = 0;
+  const float* correction_bias = nullptr;  // [E] or null (sigmoid mode)
+  std::int32_t* topk_ids = nullptr;        // [T, k] packed
+  float* topk_weights = nullptr;           // [T, k] packed
+  std::int64_t tokens = 0;
+  int num_experts = 0;
+  int top_k = 0;
+  MoeRouting routing;
+};
+Status launch_route_softmax_topk(const RouteParams& p, cudaStream_t stream);
+Status launch_route_sigmoid_grouped_topk(const RouteParams& p, cudaStream_t stream);
+
+struct AlignParams {
+  const std::int32_t* topk_ids = nullptr;  // [pairs]
+  std::int64_t pairs = 0;                  // T*k
+  int num_experts = 0;
+  int block_m = 0;
+  std::int64_t capacity = 0;  // rows of sorted_token_ids (multiple of block_m)
+  std::int32_t* sorted_token_ids = nullptr;
+  std::int32_t* expert_ids = nullptr;  // [capacity / block_m]
+  std::int32_t* expert_offsets = nullptr;  // [E + 1]
+  std::int32_t* num_tokens_post_padded = nullptr;  // [1]
+};
+Status launch_align_block_m(const AlignParams& p, cudaStream_t stream);
+
+// Grouped GEMM over align blocks: rows of the sorted order, weights of each block's expert.
+//   gemm1: a = x [T, K=H] gathered by pair / top_k; out = act [capacity, n=I];
+//          weights hold 2n rows/columns (gate then up).
+//   gemm2: a = act [capacity, K=I] in sorted order; out = y [pairs, n=H] at row pair,
+//          scaled by topk_weights[pair].
+struct GroupedGemmParams {
+  const __nv_bfloat16* a = nullptr;
+  std::int64_t a_row_stride = 0;
+  const __nv_bfloat16* w = nullptr;
+  MoeWeightLayout layout = MoeWeightLayout::kNK;
+  __nv_bfloat16* out = nullptr;
+  std::int64_t out_row_stride = 0;
+  const std::int32_t* sorted_token_ids = nullptr;
+  const std::int32_t* expert_ids = nullptr;
+  const std::int32_t* num_tokens_post_padded = nullptr;
+  const float* topk_weights = nullptr;  // gemm2 only
+  std::int64_t capacity = 0;
+  std::int64_t pairs = 0;
+  int top_k = 0;
+  int num_experts = 0;
+  int block_m = 0;
+  std::int64_t n = 0;  // output columns
+  std::int64_t k = 0;  // reduction length
+};
+Status launch_grouped_gemm1_swiglu_bf16_sm80(const GroupedGemmParams& p, cudaStream_t stream);
+Status launch_grouped_gemm2_bf16_sm80(const GroupedGemmParams& p, cudaStream_t stream);
+
+// Decode path: one GEMV per (token, slot) pair, no alignment.
+enum class DecodeEpilogue {
+  kSwiGLU,        // gemm1: out[p, c] = silu(a.W[e, gate c]) * (a.W[e, up c]); a row = token p / top_k
+  kRouterWeight,  // gemm2: out[p, c] = topk_weights[p] * (a.W[e, c]);          a row = p
+};
+struct DecodeParams {
+  const __nv_bfloat16* a = nullptr;
+  std::int64_t a_row_stride = 0;
+  const __nv_bfloat16* w = nullptr;
+  __nv_bfloat16* out = nullptr;  // [pairs, n]
+  std::int64_t out_row_stride = 0;
+  const std::int32_t* topk_ids = nullptr;   // [pairs]
+  const float* topk_weights = nullptr;      // [pairs], kRouterWeight only
+  std::int64_t pairs = 0;
+  int top_k = 0;
+  int num_experts = 0;
+  std::int64_t n = 0;
+  std::int64_t k = 0;
+  DecodeEpilogue epilogue = DecodeEpilogue::kSwiGLU;
+};
+Status launch_decode_gemv_nk_bf16(const DecodeParams& p, cudaStream_t stream);
+Status launch_decode_gemv_kn_bf16(const DecodeParams& p, cudaStream_t stream);
+
+struct FinalizeParams {
+  const __nv_bfloat16* y = nullptr;  // [tokens * top_k, hidden] packed
+  __nv_bfloat16* out = nullptr;      // [tokens, hidden], rows out_row_stride apart
+  std::int64_t out_row_stride = 0;
+  std::int64_t tokens = 0;
+  int top_k = 0;
+  std::int64_t hidden = 0;
+  // Optional: slots whose expert id is outside [0, E) contribute nothing (their y rows were
+  // never written).
+  const std::int32_t* topk_ids = nullptr;
+  int num_experts = 0;
+};
+Status launch_finalize_topk_sum(const FinalizeParams& p, cudaStream_t stream);
+
+// Per-expert transpose [E, R, C] -> [E, C, R] (prepare_weights between layouts).
+Status launch_transpose_experts_bf16(const __nv_bfloat16* src, __nv_bfloat16* dst, std::int64_t experts,
+                                     std::int64_t rows, std::int64_t cols, cudaStream_t stream);
+
+}  // namespace fusekit::cuda_moe

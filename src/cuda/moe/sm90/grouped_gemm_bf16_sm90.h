@@ -1,0 +1,99 @@
+// Hopper (sm_90a) BF16 grouped GEMM: wgmma + TMA, warp-specialised, persistent, built from
+// CUTLASS 3.x/CuTe collectives (the nvidia-cutlass wheel; see src/CMakeLists.txt).
+//
+//   for each group g in [0, groups):
+//     D[r0_g + i, :] = A[r0_g + i, :] . B_g          i in [0, rows_g)
+//   A  [rows, k] bf16 row-major, the rows of all groups one after another (expert-contiguous)
+//   B_g  layout kNK: [n, k] (K contiguous, nn.Linear order);  kKN: [k, n] (N contiguous)
+//   D  [rows, n] bf16 row-major; only the rows_g rows of each group are written
+//   r0_g = group_offsets[g];  rows_g = group_rows ? group_rows[g] : group_offsets[g+1] - r0_g
+//
+// Everything per group (rows, pointers, strides) is written on the device by a small setup
+// kernel from group_offsets/group_rows, so a call never reads sizes back to the host and can
+// be captured in a CUDA graph. fp32 accumulation; bf16 out (round to nearest).
+//
+// Limits: n, k multiples of 8 (16-byte TMA strides); a, b, d 16-byte aligned; groups <= 1024;
+// sizes within int32 per group (rows_g, n, k < 2^31). Groups of zero rows are skipped.
+// Built only with FUSEKIT_WITH_CUTLASS=1; the kernels exist only in the sm_90a image.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fusekit/moe.h"
+#include "fusekit/status.h"
+
+namespace fusekit::cuda_moe::sm90 {
+
+// The compiled tile configurations. Which one serves which problem: gemm_config_sm90.h.
+enum class GemmTile {
+  kPingpong64x128,      // 64x128x64 tile, 2 consumer warpgroups on alternate tiles, cluster 1x1
+  kCooperative128x128,  // 128x128x64 tile, 2 consumer warpgroups split M, cluster 1x1
+  kCooperative128x256,  // 128x256x64 tile, 2 consumer warpgroups split M, cluster 2x1 (B multicast)
+};
+constexpr int kNumGemmTiles = 3;
+const char* gemm_tile_name(GemmTile tile);
+int gemm_tile_block_m(GemmTile tile);
+
+struct GroupedGemmArgs {
+  const __nv_bfloat16* a = nullptr;
+  const __nv_bfloat16* b = nullptr;  // [groups, n, k] (kNK) or [groups, k, n] (kKN)
+  __nv_bfloat16* d = nullptr;
+  const std::int32_t* group_offsets = nullptr;  // [groups + 1], device
+  const std::int32_t* group_rows = nullptr;     // [groups], device; null: offsets' differences
+  int groups = 0;
+  std::int64_t n = 0;
+  std::int64_t k = 0;
+  MoeWeightLayout layout = MoeWeightLayout::kNK;
+  GemmTile tile = GemmTile::kPingpong64x128;
+  void* workspace = nullptr;  // grouped_gemm_bf16_sm90_workspace_size(groups) bytes, 256-aligned
+  std::size_t workspace_bytes = 0;
+};
+
+// True when this build has the Hopper kernels and `device` is an sm_90 GPU.
+bool sm90_grouped_gemm_available(int device);
+// Bytes of device workspace for one call with up to `groups` groups (per-group arrays plus the
+// TMA descriptors the persistent kernel rewrites per SM). Pure function of `groups`.
+std::size_t grouped_gemm_bf16_sm90_workspace_size(int groups);
+Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream);
+
+// ---- internal: between the dispatcher and the per-tile instantiation files ----
+namespace detail {
+// Device arrays the setup kernel fills; shapes/strides are CUTLASS types, kept opaque here.
+// Carved from the caller's workspace by the dispatcher; each array holds kMaxGroups slots of
+// kSlotBytes (enough for any CUTLASS problem shape, pointer or stride type).
+constexpr int kMaxGroups = 1024;
+constexpr std::size_t kSlotBytes = 16;
+constexpr std::size_t kMaxCutlassWorkspaceBytes = std::size_t(256) * 4 * 128;  // 256 SMs x 4 TMA descriptors
+struct GroupedGemmDeviceArrays {
+  void* problem_shapes = nullptr;  // [groups] (M, N, K)
+  void* ptr_a = nullptr;           // [groups] const element*
+  void* ptr_b = nullptr;
+  void* ptr_d = nullptr;
+  void* stride_a = nullptr;  // [groups] CUTLASS InternalStride of each operand
+  void* stride_b = nullptr;
+  void* stride_d = nullptr;
+  void* cutlass_workspace = nullptr;
+  std::size_t cutlass_workspace_bytes = 0;
+};
+struct GroupedGemmLaunch {
+  GroupedGemmArgs args;
+  GroupedGemmDeviceArrays arrays;
+  int sm_count = 0;
+};
+// One per (tile, layout); defined in grouped_gemm_bf16_sm90_<tile>_<layout>.cu.
+// Each fills the per-group arrays on the device, then launches the persistent kernel.
+#define FUSEKIT_SM90_GEMM_DECL(name) Status name(const GroupedGemmLaunch& launch, cudaStream_t stream);
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128_nk)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128_kn)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_nk)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_kn)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_kn)
+#undef FUSEKIT_SM90_GEMM_DECL
+}  // namespace detail
+
+}  // namespace fusekit::cuda_moe::sm90

@@ -1,0 +1,130 @@
+// The `cuda` backend's stage entry points: map the (already validated) public views onto the
+// launchers' raw parameters. The one dispatch place for routing mode and weight layout.
+#include <cuda_bf16.h>
+
+#include "common/cuda_check.h"
+#include "cuda/moe/gemm_config.h"
+#include "cuda/moe/kernels.h"
+#include "cuda/moe/moe_cuda.h"
+#include "cuda/moe/workspace_layout.h"
+
+namespace fusekit::cuda_moe {
+
+std::size_t workspace_size(const MoeConfig& config) { return workspace_layout(config).total; }
+
+MoeWeightLayout preferred_layout(const MoeConfig& /*config*/) {
+  // The sm_80 kernels read both layouts at the same speed (ldmatrix vs ldmatrix.trans);
+  // NK is torch's order, so it needs no repack.
+  return MoeWeightLayout::kNK;
+}
+
+std::int64_t align_block_m(const MoeConfig& config) { return block_m_for(config); }
+
+Status route(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed, cudaStream_t stream) {
+  RouteParams p;
+  p.logits = router.logits.data;
+  p.logits_type = router.logits.dtype == DType::kBF16 ? LogitsType::kBF16 : LogitsType::kF32;
+  p.logits_row_stride = router.logits.strides[0];
+  p.correction_bias = router.correction_bias.empty_view() ? nullptr : static_cast<const float*>(router.correction_bias.data);
+  p.topk_ids = static_cast<std::int32_t*>(routed.topk_ids.data);
+  p.topk_weights = static_cast<float*>(routed.topk_weights.data);
+  p.tokens = router.logits.shape[0];
+  p.num_experts = static_cast<int>(config.num_experts);
+  p.top_k = static_cast<int>(config.top_k);
+  p.routing = config.routing;
+  switch (config.routing.mode) {
+    case MoeRoutingMode::kSoftmaxTopK:
+      return launch_route_softmax_topk(p, stream);
+    case MoeRoutingMode::kSigmoidGroupedTopK:
+      return launch_route_sigmoid_grouped_topk(p, stream);
+  }
+  return invalid_argument("route: routing mode must be softmax top-k or sigmoid grouped top-k");
+}
+
+Status align(const MoeConfig& config, const TensorView& topk_ids, const MoeAlignment& alignment, cudaStream_t stream) {
+  AlignParams p;
+  p.topk_ids = static_cast<const std::int32_t*>(topk_ids.data);
+  p.pairs = topk_ids.numel();
+  p.num_experts = static_cast<int>(config.num_experts);
+  p.block_m = static_cast<int>(alignment.block_m);
+  p.capacity = alignment.sorted_token_ids.shape[0];
+  p.sorted_token_ids = static_cast<std::int32_t*>(alignment.sorted_token_ids.data);
+  p.expert_ids = static_cast<std::int32_t*>(alignment.expert_ids.data);
+  p.expert_offsets = static_cast<std::int32_t*>(alignment.expert_offsets.data);
+  p.num_tokens_post_padded = static_cast<std::int32_t*>(alignment.num_tokens_post_padded.data);
+  return launch_align_block_m(p, stream);
+}
+
+namespace {
+GroupedGemmParams gemm_params(const MoeLayer& layer, const MoeAlignment& alignment, std::int64_t pairs) {
+  GroupedGemmParams p;
+  p.layout = layer.config.layout;
+  p.sorted_token_ids = static_cast<const std::int32_t*>(alignment.sorted_token_ids.data);
+  p.expert_ids = static_cast<const std::int32_t*>(alignment.expert_ids.data);
+  p.num_tokens_post_padded = static_cast<const std::int32_t*>(alignment.num_tokens_post_padded.data);
+  p.capacity = alignment.sorted_token_ids.shape[0];
+  p.pairs = pairs;
+  p.top_k = static_cast<int>(layer.config.top_k);
+  p.num_experts = static_cast<int>(layer.config.num_experts);
+  p.block_m = static_cast<int>(alignment.block_m);
+  return p;
+}
+}  // namespace
+
+Status gemm1_swiglu(const MoeLayer& layer, const TensorView& x, const MoeAlignment& alignment, const TensorView& act,
+                    cudaStream_t stream) {
+  GroupedGemmParams p = gemm_params(layer, alignment, x.shape[0] * layer.config.top_k);
+  p.a = static_cast<const __nv_bfloat16*>(x.data);
+  p.a_row_stride = x.strides[0];
+  p.w = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
+  p.out = static_cast<__nv_bfloat16*>(act.data);
+  p.out_row_stride = act.strides[0];
+  p.n = layer.config.intermediate;
+  p.k = layer.config.hidden;
+  return launch_grouped_gemm1_swiglu_bf16_sm80(p, stream);
+}
+
+Status gemm2(const MoeLayer& layer, const TensorView& act, const MoeAlignment& alignment,
+             const TensorView& topk_weights, const TensorView& y, cudaStream_t stream) {
+  GroupedGemmParams p = gemm_params(layer, alignment, y.shape[0]);
+  p.a = static_cast<const __nv_bfloat16*>(act.data);
+  p.a_row_stride = act.strides[0];
+  p.w = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
+  p.out = static_cast<__nv_bfloat16*>(y.data);
+  p.out_row_stride = y.strides[0];
+  p.topk_weights = static_cast<const float*>(topk_weights.data);
+  p.n = layer.config.hidden;
+  p.k = layer.config.intermediate;
+  return launch_grouped_gemm2_bf16_sm80(p, stream);
+}
+
+Status finalize(const MoeConfig& config, const TensorView& y, const TensorView& out, cudaStream_t stream) {
+  FinalizeParams p;
+  p.y = static_cast<const __nv_bfloat16*>(y.data);
+  p.out = static_cast<__nv_bfloat16*>(out.data);
+  p.out_row_stride = out.strides[0];
+  p.tokens = out.shape[0];
+  p.top_k = static_cast<int>(config.top_k);
+  p.hidden = config.hidden;
+  return launch_finalize_topk_sum(p, stream);
+}
+
+Status prepare_weights(const MoeConfig& config, const MoeWeights& src, const MoeWeights& dst, cudaStream_t stream) {
+  const MoeWeightLayout to = preferred_layout(config);
+  const TensorView* pairs[2][2] = {{&src.w1, &dst.w1}, {&src.w2, &dst.w2}};
+  for (const auto& sd : pairs) {
+    const TensorView& s = *sd[0];
+    const TensorView& d = *sd[1];
+    if (config.layout == to) {
+      FUSEKIT_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(d.data, s.data, s.numel() * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream));
+    } else {
+      FUSEKIT_RETURN_IF_ERROR(launch_transpose_experts_bf16(static_cast<const __nv_bfloat16*>(s.data),
+                                                            static_cast<__nv_bfloat16*>(d.data), s.shape[0],
+                                                            s.shape[1], s.shape[2], stream));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace fusekit::cuda_moe
