@@ -1,0 +1,332 @@
+// qk_rmsnorm kernel + launcher (sm_80+, bf16 / fp16 / fp32 storage, fp32 math).
+//
+// Formula: for every token t and every Q or K head h (Hq + Hkv heads of D lanes):
+//   y = x * rsqrt(sum(x^2) / D + eps) * w      (w = q_weight for h < Hq, else k_weight)
+//   then optional rotary on y[0, rotary_dim) (neox: halves; gptj: adjacent pairs) with
+//   cos/sin from cos_sin[pos * rd + i] / cos_sin[pos * rd + rd/2 + i]; a position outside
+//   [0, max_position) skips the rotation and never touches the cache.
+// Shapes/layouts: qkv/out rows of [Q Hq*D | K Hkv*D | V Hkv*Dv], row strides in elements,
+//   every row and both weights 16-byte aligned. V is not touched here (out of place, the
+//   launcher in qk_rmsnorm_dispatch.cu copies it with cudaMemcpy2DAsync).
+// Thread mapping: a "unit" is one (token, head) pair, numbered t * H + h. A group of kLanes
+//   consecutive lanes (a power of two <= 32, so a group never straddles a warp) owns one unit;
+//   lane l holds 16-byte vectors l, l + kLanes, ... of the head (kVecs of them). Each group
+//   owns kHeadsPerGroup units (unit group and group + kGroups of the block's range) whose
+//   loads are all issued before any math, so every thread keeps 32+ bytes in flight: the
+//   kernel is bound by DRAM bandwidth, and in-flight bytes are what reach it.
+//   The sum of squares is reduced with xor-shuffles inside the group.
+// Compile-time head_dim (64, 128, 256) makes every lane exactly one or two vectors; the
+//   generic instantiation (kHeadDim = 0) covers any multiple of 8 up to 512 with 32 lanes
+//   and a per-vector guard.
+// Limits: Hq + Hkv <= 65536 (32-bit unit arithmetic inside a block); tokens and all element
+//   offsets are 64-bit. No allocation, no host synchronisation (CUDA-graph safe).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/cuda_check.h"
+#include "fusekit/qk_norm.h"
+
+namespace fusekit::cuda::qk_norm_detail {
+
+constexpr int kThreads = 256;
+constexpr int kHeadsPerGroup = 2;
+constexpr int kMaxHeadDim = 512;
+
+// n / d for n < 2^31 with one multiply-high and a shift (round-up reciprocal; d >= 2).
+struct FastDiv {
+  std::uint32_t divisor = 1, multiplier = 0, shift = 0;
+  static FastDiv make(std::uint32_t d) {
+    FastDiv f;
+    f.divisor = d;
+    std::uint32_t log2_up = 0;
+    while ((1ull << log2_up) < d) ++log2_up;
+    const unsigned long long p = 31ull + log2_up;
+    f.multiplier = static_cast<std::uint32_t>(((1ull << p) + d - 1) / d);
+    f.shift = static_cast<std::uint32_t>(p - 32);
+    return f;
+  }
+  __device__ __forceinline__ std::uint32_t div(std::uint32_t n) const { return __umulhi(n, multiplier) >> shift; }
+};
+
+struct KernelArgs {
+  const void* qkv;
+  void* out;
+  std::int64_t in_stride, out_stride;
+  std::int64_t tokens;
+  int num_q_heads, heads, head_dim;
+  FastDiv heads_div;
+  const void* q_weight;
+  const void* k_weight;
+  DType weight_dtype;
+  float eps, inv_head_dim;
+  RotaryStyle rotary_style;
+  int rotary_dim;
+  const void* positions;
+  DType position_dtype;
+  const float* cos_sin;
+  std::int64_t max_position;
+};
+
+// 16 bytes of storage <-> kPerVec floats.
+template <typename T>
+struct Pack;
+
+template <>
+struct Pack<__nv_bfloat16> {
+  static constexpr int kPerVec = 8;
+  __device__ __forceinline__ static void unpack(const uint4& v, float* f) {
+    const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __bfloat1622float2(p[i]);
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+  __device__ __forceinline__ static uint4 pack(const float* f) {
+    uint4 v;
+    __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) p[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return v;
+  }
+};
+
+template <>
+struct Pack<__half> {
+  static constexpr int kPerVec = 8;
+  __device__ __forceinline__ static void unpack(const uint4& v, float* f) {
+    const __half2* p = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = __half22float2(p[i]);
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+  __device__ __forceinline__ static uint4 pack(const float* f) {
+    uint4 v;
+    __half2* p = reinterpret_cast<__half2*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) p[i] = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
+    return v;
+  }
+};
+
+template <>
+struct Pack<float> {
+  static constexpr int kPerVec = 4;
+  __device__ __forceinline__ static void unpack(const uint4& v, float* f) {
+    f[0] = __uint_as_float(v.x);
+    f[1] = __uint_as_float(v.y);
+    f[2] = __uint_as_float(v.z);
+    f[3] = __uint_as_float(v.w);
+  }
+  __device__ __forceinline__ static uint4 pack(const float* f) {
+    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+  }
+};
+
+// kPerVec weights starting at element e: one 16-byte load in the storage dtype, or
+// kPerVec / 4 16-byte loads in fp32. Weights are tiny and shared by every token: L1 serves them.
+template <typename T>
+__device__ __forceinline__ void load_weights(const void* w, DType weight_dtype, int e, float* f) {
+  constexpr int kPerVec = Pack<T>::kPerVec;
+  if (weight_dtype == DType::kF32) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(w) + e);
+#pragma unroll
+    for (int j = 0; j < kPerVec / 4; ++j) {
+      const float4 x = __ldg(p + j);
+      f[4 * j] = x.x;
+      f[4 * j + 1] = x.y;
+      f[4 * j + 2] = x.z;
+      f[4 * j + 3] = x.w;
+    }
+  } else {
+    Pack<T>::unpack(__ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(w) + e)), f);
+  }
+}
+
+template <typename T, int kHeadDim>
+struct Shape {
+  static constexpr int kPerVec = Pack<T>::kPerVec;
+  static constexpr int kVecsPerHead = (kHeadDim ? kHeadDim : kMaxHeadDim) / kPerVec;
+  static constexpr int kLanes = kVecsPerHead < 32 ? kVecsPerHead : 32;
+  static constexpr int kVecs = kVecsPerHead / kLanes;  // per lane
+  static constexpr int kGroups = kThreads / kLanes;
+  static constexpr int kUnitsPerBlock = kGroups * kHeadsPerGroup;
+  static_assert((kLanes & (kLanes - 1)) == 0, "a group must be a power of two lanes inside one warp");
+};
+
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a) {
+  using S = Shape<T, kHeadDim>;
+  constexpr int kPerVec = S::kPerVec, kLanes = S::kLanes, kVecs = S::kVecs, kGroups = S::kGroups;
+  const int head_dim = kHeadDim ? kHeadDim : a.head_dim;
+  const int lane = threadIdx.x % kLanes;
+  const int group = threadIdx.x / kLanes;
+
+  // The block's first unit as (token, head): one 64-bit division per block, not per thread.
+  __shared__ std::int64_t s_first_token;
+  __shared__ int s_first_head;
+  if (threadIdx.x == 0) {
+    const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * S::kUnitsPerBlock;
+    s_first_token = first / a.heads;
+    s_first_head = static_cast<int>(first - s_first_token * a.heads);
+  }
+  __syncthreads();
+
+  const T* in = static_cast<const T*>(a.qkv);
+  T* out = static_cast<T*>(a.out);
+  uint4 raw[kHeadsPerGroup][kVecs];
+  std::int64_t token[kHeadsPerGroup];
+  int head[kHeadsPerGroup];
+  bool valid[kHeadsPerGroup];
+#pragma unroll
+  for (int u = 0; u < kHeadsPerGroup; ++u) {
+    const std::uint32_t r = static_cast<std::uint32_t>(s_first_head + group + u * kGroups);
+    const std::uint32_t dt = a.heads_div.div(r);
+    head[u] = static_cast<int>(r - dt * static_cast<std::uint32_t>(a.heads));
+    token[u] = s_first_token + dt;
+    valid[u] = token[u] < a.tokens;
+    const T* src = in + token[u] * a.in_stride + static_cast<std::int64_t>(head[u]) * head_dim;
+#pragma unroll
+    for (int v = 0; v < kVecs; ++v) {
+      const int e = (lane + v * kLanes) * kPerVec;
+      raw[u][v] = make_uint4(0, 0, 0, 0);
+      if (valid[u] && (kHeadDim != 0 || e < head_dim)) raw[u][v] = *reinterpret_cast<const uint4*>(src + e);
+    }
+  }
+
+  float y[kHeadsPerGroup][kVecs][kPerVec];
+#pragma unroll
+  for (int u = 0; u < kHeadsPerGroup; ++u) {
+    float sum_sq = 0.f;
+#pragma unroll
+    for (int v = 0; v < kVecs; ++v) {
+      Pack<T>::unpack(raw[u][v], y[u][v]);
+#pragma unroll
+      for (int i = 0; i < kPerVec; ++i) sum_sq = fmaf(y[u][v][i], y[u][v][i], sum_sq);
+    }
+#pragma unroll
+    for (int offset = kLanes / 2; offset > 0; offset /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, offset);
+    const float inv_rms = rsqrtf(sum_sq * a.inv_head_dim + a.eps);
+    const void* w = head[u] < a.num_q_heads ? a.q_weight : a.k_weight;
+#pragma unroll
+    for (int v = 0; v < kVecs; ++v) {
+      const int e = (lane + v * kLanes) * kPerVec;
+      float wv[kPerVec];
+      if (kHeadDim != 0 || e < head_dim) {
+        load_weights<T>(w, a.weight_dtype, e, wv);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kPerVec; ++i) wv[i] = 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < kPerVec; ++i) y[u][v][i] = y[u][v][i] * inv_rms * wv[i];
+    }
+  }
+
+  if (a.rotary_style != RotaryStyle::kNone) {  // uniform over the grid
+    extern __shared__ float s_heads[];         // neox only: [kUnitsPerBlock][head_dim]
+    const int rd = a.rotary_dim, half = rd / 2;
+#pragma unroll
+    for (int u = 0; u < kHeadsPerGroup; ++u) {
+      std::int64_t pos = -1;
+      if (valid[u]) {
+        pos = a.position_dtype == DType::kI32 ? static_cast<const std::int32_t*>(a.positions)[token[u]]
+                                              : static_cast<const std::int64_t*>(a.positions)[token[u]];
+      }
+      const bool rotate = pos >= 0 && pos < a.max_position;
+      const float* cs = a.cos_sin + (rotate ? pos : 0) * rd;
+      if (a.rotary_style == RotaryStyle::kGptj) {
+        // Pairs (2i, 2i+1) never straddle a 16-byte vector: no exchange between lanes.
+#pragma unroll
+        for (int v = 0; v < kVecs; ++v) {
+          const int e = (lane + v * kLanes) * kPerVec;
+#pragma unroll
+          for (int j = 0; j < kPerVec; j += 2) {
+            if (rotate && e + j < rd) {
+              const int i = (e + j) / 2;
+              const float c = cs[i], s = cs[half + i];
+              const float x1 = y[u][v][j], x2 = y[u][v][j + 1];
+              y[u][v][j] = x1 * c - x2 * s;
+              y[u][v][j + 1] = x2 * c + x1 * s;
+            }
+          }
+        }
+      } else {
+        // Neox pairs lane i with lane i + rd/2, usually in another thread: exchange the
+        // normalised head through shared memory (each group has its own slot; a group lies
+        // inside one warp, so __syncwarp orders it).
+        float* slot = s_heads + (group * kHeadsPerGroup + u) * head_dim;
+#pragma unroll
+        for (int v = 0; v < kVecs; ++v) {
+          const int e = (lane + v * kLanes) * kPerVec;
+          if (kHeadDim != 0 || e < head_dim) {
+#pragma unroll
+            for (int i = 0; i < kPerVec; ++i) slot[e + i] = y[u][v][i];
+          }
+        }
+        __syncwarp();
+#pragma unroll
+        for (int v = 0; v < kVecs; ++v) {
+          const int e = (lane + v * kLanes) * kPerVec;
+#pragma unroll
+          for (int i = 0; i < kPerVec; ++i) {
+            const int el = e + i;
+            if (rotate && el < rd) {
+              if (el < half) {
+                y[u][v][i] = y[u][v][i] * cs[el] - slot[el + half] * cs[half + el];
+              } else {
+                y[u][v][i] = y[u][v][i] * cs[el - half] + slot[el - half] * cs[el];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int u = 0; u < kHeadsPerGroup; ++u) {
+    T* dst = out + token[u] * a.out_stride + static_cast<std::int64_t>(head[u]) * head_dim;
+#pragma unroll
+    for (int v = 0; v < kVecs; ++v) {
+      const int e = (lane + v * kLanes) * kPerVec;
+      if (valid[u] && (kHeadDim != 0 || e < head_dim)) {
+        *reinterpret_cast<uint4*>(dst + e) = Pack<T>::pack(y[u][v]);
+      }
+    }
+  }
+}
+
+template <typename T, int kHeadDim>
+Status launch_qk_rmsnorm(const KernelArgs& a, cudaStream_t stream) {
+  using S = Shape<T, kHeadDim>;
+  const std::int64_t units = a.tokens * a.heads;
+  const std::int64_t blocks = (units + S::kUnitsPerBlock - 1) / S::kUnitsPerBlock;
+  if (blocks > 0x7fffffff) {
+    return invalid_argument("qkv: " + std::to_string(a.tokens) + " tokens x " + std::to_string(a.heads) +
+                            " heads needs more than 2^31-1 thread blocks");
+  }
+  const std::size_t smem =
+      a.rotary_style == RotaryStyle::kNeox ? sizeof(float) * S::kUnitsPerBlock * static_cast<std::size_t>(a.head_dim) : 0;
+  qk_rmsnorm_kernel<T, kHeadDim><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+  FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("qk_rmsnorm_kernel");
+  return Status::Ok();
+}
+
+// The instantiations that exist (one file per dtype): head_dim 64, 128, 256, and 0 = generic.
+#define FUSEKIT_QK_RMSNORM_INSTANTIATIONS(EXTERN, T)                                   \
+  EXTERN template Status launch_qk_rmsnorm<T, 64>(const KernelArgs&, cudaStream_t);  \
+  EXTERN template Status launch_qk_rmsnorm<T, 128>(const KernelArgs&, cudaStream_t); \
+  EXTERN template Status launch_qk_rmsnorm<T, 256>(const KernelArgs&, cudaStream_t); \
+  EXTERN template Status launch_qk_rmsnorm<T, 0>(const KernelArgs&, cudaStream_t);
+
+}  // namespace fusekit::cuda::qk_norm_detail
