@@ -209,7 +209,7 @@ Status qk_rmsnorm(const TensorView& qkv, const TensorView& q_weight, const Tenso
   return cuda::qk_rmsnorm_cuda(p, stream);
 #else
   (void)stream;
-  return unsupported("qkv: " + qkv.describe() + " is CUDA memory but this build of fusekit has no CUDA backend");
+  return unsupported("qkv: " + qkv.describe() + " is on a CUDA device but this build of fusekit has no CUDA backend");
 #endif
 }
 
