@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "fusekit/moe.h"
 
@@ -31,8 +32,11 @@ inline std::int64_t align_capacity_rows(std::int64_t tokens, std::int64_t top_k,
   return (rows + block_m - 1) / block_m * block_m;
 }
 
+// FUSEKIT_MOE_DECODE_MAX_PAIRS overrides the threshold (for measuring it; read per call).
 inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k) {
-  return tokens * top_k <= kDecodeMaxPairs;
+  std::int64_t limit = kDecodeMaxPairs;
+  if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_MAX_PAIRS")) limit = std::atoll(env);
+  return tokens * top_k <= limit && tokens * top_k <= 65535;
 }
 
 }  // namespace fusekit::cuda_moe

@@ -1,0 +1,302 @@
+// The `cuda` MoE backend's internal contract (src/cuda/moe/moe_cuda.h) against a small fp64
+// reference written here, independent of the CPU backend: routing ids/weights, the fused
+// forward on given ids (decode and grouped paths, both layouts), and cuda-ref against the
+// fused path. moe_cuda_test.cpp checks the same through the public API and the CPU oracle.
+// Tests named *Sanitizer* are small enough for compute-sanitizer.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "support/test_support.h"
+
+#if FUSEKIT_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "cuda/moe/moe_cuda.h"
+
+namespace fusekit::testing {
+namespace {
+
+struct Problem {
+  std::int64_t E, k, H, I, T;
+  MoeWeightLayout layout;
+};
+
+struct Data {
+  MoeConfig config;
+  std::vector<float> x, w1, w2;  // bf16-exact values; w1/w2 in config.layout
+  std::vector<std::int32_t> ids;
+  std::vector<float> weights;
+  DeviceBuffer dx, dw1, dw2, dids, dweights;
+};
+
+Data make_data(const Problem& p, std::mt19937_64& rng) {
+  Data d;
+  d.config.num_experts = p.E;
+  d.config.top_k = p.k;
+  d.config.hidden = p.H;
+  d.config.intermediate = p.I;
+  d.config.max_tokens = p.T;
+  d.config.layout = p.layout;
+  d.x = quantize(random_floats(rng, p.T * p.H), DType::kBF16);
+  d.w1 = quantize(random_floats(rng, p.E * 2 * p.I * p.H, -1.f / std::sqrt(float(p.H)), 1.f / std::sqrt(float(p.H))), DType::kBF16);
+  d.w2 = quantize(random_floats(rng, p.E * p.H * p.I, -1.f / std::sqrt(float(p.I)), 1.f / std::sqrt(float(p.I))), DType::kBF16);
+  // k distinct experts per token, random weights.
+  std::vector<std::int32_t> perm(p.E);
+  for (std::int64_t t = 0; t < p.T; ++t) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (std::int64_t j = 0; j < p.k; ++j) d.ids.push_back(perm[j]);
+  }
+  d.weights = random_floats(rng, p.T * p.k, 0.05f, 1.f);
+  d.dx = DeviceBuffer::from(to_bits(d.x, DType::kBF16));
+  d.dw1 = DeviceBuffer::from(to_bits(d.w1, DType::kBF16));
+  d.dw2 = DeviceBuffer::from(to_bits(d.w2, DType::kBF16));
+  d.dids = DeviceBuffer::from(d.ids);
+  d.dweights = DeviceBuffer::from(d.weights);
+  return d;
+}
+
+// W[e] element (n, kk) of an [E, N, K] (NK) or [E, K, N] (KN) tensor.
+float weight_at(const std::vector<float>& w, MoeWeightLayout layout, std::int64_t e, std::int64_t n, std::int64_t kk,
+                std::int64_t N, std::int64_t K) {
+  return layout == MoeWeightLayout::kNK ? w[(e * N + n) * K + kk] : w[(e * K + kk) * N + n];
+}
+
+// fp64 reference of the layer on given ids/weights; act rounded to bf16 as the kernels store it.
+std::vector<double> reference(const Data& d) {
+  const auto& c = d.config;
+  const std::int64_t T = c.max_tokens, k = c.top_k, H = c.hidden, I = c.intermediate;
+  std::vector<double> out(T * H, 0.0);
+  std::vector<float> act(I);
+  for (std::int64_t t = 0; t < T; ++t) {
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int64_t e = d.ids[t * k + j];
+      for (std::int64_t i = 0; i < I; ++i) {
+        double g = 0, u = 0;
+        for (std::int64_t h = 0; h < H; ++h) {
+          g += double(d.x[t * H + h]) * weight_at(d.w1, c.layout, e, i, h, 2 * I, H);
+          u += double(d.x[t * H + h]) * weight_at(d.w1, c.layout, e, I + i, h, 2 * I, H);
+        }
+        act[i] = quantize({static_cast<float>(g / (1.0 + std::exp(-g)) * u)}, DType::kBF16)[0];
+      }
+      for (std::int64_t h = 0; h < H; ++h) {
+        double y = 0;
+        for (std::int64_t i = 0; i < I; ++i) y += double(act[i]) * weight_at(d.w2, c.layout, e, h, i, H, I);
+        out[t * H + h] += d.weights[t * k + j] * y;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<float> run(const Data& d, bool ref, DeviceBuffer& out) {
+  const auto& c = d.config;
+  const std::int64_t T = c.max_tokens;
+  const std::size_t bytes = ref ? cuda_moe::ref_workspace_size(c) : cuda_moe::workspace_size(c);
+  DeviceBuffer ws(std::max<std::size_t>(bytes, 256));
+  ws.poison();
+  out.poison();
+  MoeLayer layer;
+  layer.config = c;
+  const bool nk = c.layout == MoeWeightLayout::kNK;
+  layer.weights.w1 = TensorView::contiguous(d.dw1.data(), DType::kBF16,
+                                            {c.num_experts, nk ? 2 * c.intermediate : c.hidden, nk ? c.hidden : 2 * c.intermediate},
+                                            DeviceType::kCUDA, 0);
+  layer.weights.w2 = TensorView::contiguous(d.dw2.data(), DType::kBF16,
+                                            {c.num_experts, nk ? c.hidden : c.intermediate, nk ? c.intermediate : c.hidden},
+                                            DeviceType::kCUDA, 0);
+  const TensorView x = TensorView::contiguous(d.dx.data(), DType::kBF16, {T, c.hidden}, DeviceType::kCUDA, 0);
+  const TensorView o = TensorView::contiguous(out.data(), DType::kBF16, {T, c.hidden}, DeviceType::kCUDA, 0);
+  MoeRouted routed{TensorView::contiguous(d.dids.data(), DType::kI32, {T, c.top_k}, DeviceType::kCUDA, 0),
+                   TensorView::contiguous(d.dweights.data(), DType::kF32, {T, c.top_k}, DeviceType::kCUDA, 0)};
+  const MoeWorkspace w{ws.data(), ws.bytes()};
+  const Status s = ref ? cuda_moe::ref_forward(layer, x, nullptr, &routed, o, w, nullptr)
+                       : cuda_moe::forward(layer, x, nullptr, &routed, o, w, nullptr);
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return from_bits(out.to_host<std::uint16_t>(T * c.hidden), DType::kBF16);
+}
+
+void check(const Problem& p, bool with_ref = true) {
+  SCOPED_TRACE("E=" + std::to_string(p.E) + " k=" + std::to_string(p.k) + " H=" + std::to_string(p.H) +
+               " I=" + std::to_string(p.I) + " T=" + std::to_string(p.T) + (p.layout == MoeWeightLayout::kNK ? " NK" : " KN"));
+  auto rng = make_rng();
+  const Data d = make_data(p, rng);
+  const std::vector<double> want = reference(d);
+  DeviceBuffer out(2 * p.T * p.H);
+  const std::vector<float> got = run(d, false, out);
+  EXPECT_TRUE(within(compare(got, want), 1e-2, 0.05)) << "cuda vs fp64 reference";
+  const std::vector<float> again = run(d, false, out);
+  EXPECT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * sizeof(float))) << "not deterministic";
+  if (with_ref) {
+    const std::vector<float> ref = run(d, true, out);
+    EXPECT_TRUE(within(compare(ref, want), 1e-2, 0.05)) << "cuda-ref vs fp64 reference";
+  }
+}
+
+TEST(MoeCudaKernels, DecodePath) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    check({128, 8, 2048, 768, 1, layout});
+    check({8, 2, 1024, 1432, 7, layout});
+    check({7, 3, 200, 96, 2, layout});
+  }
+}
+
+TEST(MoeCudaKernels, GroupedPath) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    check({128, 8, 512, 768, 70, layout});
+    check({7, 3, 200, 96, 257, layout});
+    check({1, 1, 64, 32, 300, layout});
+    check({64, 6, 264, 1408, 130, layout});
+  }
+}
+
+// Softmax and sigmoid-grouped routing against an fp64 reference of the same rule.
+void check_route(std::int64_t E, std::int64_t k, std::int64_t T, MoeRoutingMode mode, std::int64_t G, std::int64_t TG,
+                 bool renorm) {
+  SCOPED_TRACE("route E=" + std::to_string(E) + " k=" + std::to_string(k));
+  auto rng = make_rng();
+  std::vector<float> logits = random_floats(rng, T * E, -4.f, 4.f);
+  std::vector<float> bias = random_floats(rng, E, -0.3f, 0.3f);
+  MoeConfig c;
+  c.num_experts = E;
+  c.top_k = k;
+  c.max_tokens = T;
+  c.routing.mode = mode;
+  c.routing.num_groups = G;
+  c.routing.topk_groups = TG;
+  c.routing.norm = renorm ? MoeTopkNorm::kRenormalize : MoeTopkNorm::kNone;
+  c.routing.routed_scaling_factor = 1.75f;
+  DeviceBuffer dl = DeviceBuffer::from(logits), db = DeviceBuffer::from(bias), di(4 * T * k), dw(4 * T * k);
+  di.poison();
+  dw.poison();
+  MoeRouterInput in;
+  in.logits = TensorView::contiguous(dl.data(), DType::kF32, {T, E}, DeviceType::kCUDA, 0);
+  if (mode == MoeRoutingMode::kSigmoidGroupedTopK) in.correction_bias = TensorView::contiguous(db.data(), DType::kF32, {E}, DeviceType::kCUDA, 0);
+  MoeRouted out{TensorView::contiguous(di.data(), DType::kI32, {T, k}, DeviceType::kCUDA, 0),
+                TensorView::contiguous(dw.data(), DType::kF32, {T, k}, DeviceType::kCUDA, 0)};
+  ASSERT_TRUE(cuda_moe::route(c, in, out, nullptr).ok());
+  const auto ids = di.to_host<std::int32_t>(T * k);
+  const auto w = dw.to_host<float>(T * k);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const float* l = &logits[t * E];
+    std::vector<double> score(E), sel(E);
+    std::vector<bool> eligible(E, true);
+    if (mode == MoeRoutingMode::kSoftmaxTopK) {
+      const double mx = *std::max_element(l, l + E);
+      double sum = 0;
+      for (std::int64_t e = 0; e < E; ++e) sum += std::exp(l[e] - mx);
+      for (std::int64_t e = 0; e < E; ++e) score[e] = std::exp(l[e] - mx) / sum, sel[e] = l[e];
+    } else {
+      for (std::int64_t e = 0; e < E; ++e) score[e] = 1.0 / (1.0 + std::exp(-double(l[e]))), sel[e] = score[e] + bias[e];
+      const std::int64_t gs = E / G;
+      std::vector<std::pair<double, std::int64_t>> gscore;
+      for (std::int64_t g = 0; g < G; ++g) {
+        std::vector<double> v(sel.begin() + g * gs, sel.begin() + (g + 1) * gs);
+        std::sort(v.rbegin(), v.rend());
+        gscore.push_back({gs == 1 ? v[0] : v[0] + v[1], g});
+      }
+      std::stable_sort(gscore.begin(), gscore.end(), [](auto a, auto b) { return a.first > b.first; });
+      std::fill(eligible.begin(), eligible.end(), false);
+      for (std::int64_t i = 0; i < TG; ++i)
+        for (std::int64_t e = 0; e < gs; ++e) eligible[gscore[i].second * gs + e] = true;
+    }
+    std::vector<std::int64_t> order;
+    for (std::int64_t e = 0; e < E; ++e)
+      if (eligible[e]) order.push_back(e);
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sel[a] > sel[b]; });
+    double sum = 0;
+    for (std::int64_t j = 0; j < k; ++j) sum += score[order[j]];
+    for (std::int64_t j = 0; j < k; ++j) {
+      ASSERT_EQ(ids[t * k + j], order[j]) << "t=" << t << " j=" << j;
+      const double want = (renorm ? score[order[j]] / sum : score[order[j]]) * 1.75;
+      ASSERT_NEAR(w[t * k + j], want, 1e-5 * std::max(1.0, std::fabs(want))) << "t=" << t << " j=" << j;
+    }
+  }
+}
+
+TEST(MoeCudaKernels, Route) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  check_route(128, 8, 300, MoeRoutingMode::kSoftmaxTopK, 1, 1, true);
+  check_route(512, 10, 100, MoeRoutingMode::kSoftmaxTopK, 1, 1, false);
+  check_route(7, 3, 50, MoeRoutingMode::kSoftmaxTopK, 1, 1, true);
+  check_route(256, 8, 300, MoeRoutingMode::kSigmoidGroupedTopK, 8, 4, true);
+  check_route(64, 6, 100, MoeRoutingMode::kSigmoidGroupedTopK, 8, 3, false);
+  check_route(16, 4, 100, MoeRoutingMode::kSigmoidGroupedTopK, 16, 4, true);
+}
+
+TEST(MoeCudaKernelsSanitizer, Small) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    check({7, 3, 200, 96, 2, layout}, false);
+    check({16, 4, 136, 48, 80, layout}, false);
+  }
+  check_route(64, 6, 20, MoeRoutingMode::kSigmoidGroupedTopK, 8, 3, true);
+  check_route(7, 3, 20, MoeRoutingMode::kSoftmaxTopK, 1, 1, true);
+}
+
+
+// Not a correctness test: prints decode-GEMV vs grouped-GEMM times of the fused forward (on
+// given ids) so the decode threshold can be chosen by measurement. Runs only when
+// FUSEKIT_MOE_TIMING=1.
+TEST(MoeCudaKernelsTiming, DecodeThreshold) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  if (!std::getenv("FUSEKIT_MOE_TIMING")) GTEST_SKIP() << "set FUSEKIT_MOE_TIMING=1";
+  auto rng = make_rng();
+  struct S { std::int64_t E, k, H, I; };
+  for (const S s : {S{128, 8, 2048, 768}, S{8, 2, 4096, 14336}}) {
+    for (std::int64_t T : {1, 2, 4, 8, 16, 32, 64, 256, 1024, 4096}) {
+      Data d = make_data({s.E, s.k, s.H, s.I, T, MoeWeightLayout::kNK}, rng);
+      const auto& c = d.config;
+      DeviceBuffer ws(cuda_moe::workspace_size(c)), out(2 * T * s.H);
+      MoeLayer layer;
+      layer.config = c;
+      layer.weights.w1 = TensorView::contiguous(d.dw1.data(), DType::kBF16, {s.E, 2 * s.I, s.H}, DeviceType::kCUDA, 0);
+      layer.weights.w2 = TensorView::contiguous(d.dw2.data(), DType::kBF16, {s.E, s.H, s.I}, DeviceType::kCUDA, 0);
+      const TensorView x = TensorView::contiguous(d.dx.data(), DType::kBF16, {T, s.H}, DeviceType::kCUDA, 0);
+      const TensorView o = TensorView::contiguous(out.data(), DType::kBF16, {T, s.H}, DeviceType::kCUDA, 0);
+      MoeRouted routed{TensorView::contiguous(d.dids.data(), DType::kI32, {T, s.k}, DeviceType::kCUDA, 0),
+                       TensorView::contiguous(d.dweights.data(), DType::kF32, {T, s.k}, DeviceType::kCUDA, 0)};
+      std::int64_t hit = 0;
+      std::vector<bool> used(s.E, false);
+      for (auto e : d.ids) hit += used[e] ? 0 : 1, used[e] = true;
+      const double bytes = double(hit) * 3 * s.H * s.I * 2;
+      const double flops = 2.0 * T * s.k * 3 * s.H * s.I;
+      for (const char* limit : {"1000000", "0"}) {
+        if (T * s.k > 65535 && limit[0] == '1') continue;
+        setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", limit, 1);
+        cudaEvent_t a, b;
+        cudaEventCreate(&a);
+        cudaEventCreate(&b);
+        for (int i = 0; i < 3; ++i) (void)cuda_moe::forward(layer, x, nullptr, &routed, o, {ws.data(), ws.bytes()}, nullptr);
+        const int iters = 20;
+        cudaEventRecord(a);
+        for (int i = 0; i < iters; ++i) (void)cuda_moe::forward(layer, x, nullptr, &routed, o, {ws.data(), ws.bytes()}, nullptr);
+        cudaEventRecord(b);
+        cudaEventSynchronize(b);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, b);
+        const double us = 1000.0 * ms / iters;
+        std::printf("timing E=%ld k=%ld H=%ld I=%ld T=%5ld %-7s %9.1f us  %7.0f GB/s  %6.1f TFLOP/s\n", long(s.E), long(s.k),
+                    long(s.H), long(s.I), long(T), limit[0] == '1' ? "decode" : "grouped", us, bytes / us / 1e3,
+                    flops / us / 1e6);
+        cudaEventDestroy(a);
+        cudaEventDestroy(b);
+      }
+      unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fusekit::testing
+
+#endif  // FUSEKIT_WITH_CUDA
