@@ -8,18 +8,19 @@
 // Shapes/layouts: qkv/out rows of [Q Hq*D | K Hkv*D | V Hkv*Dv], row strides in elements,
 //   every row and both weights 16-byte aligned. V is not touched here (out of place, the
 //   launcher in qk_rmsnorm_dispatch.cu copies it with cudaMemcpy2DAsync).
-// Thread mapping: a "unit" is one (token, head) pair, numbered t * H + h. A group of kLanes
-//   consecutive lanes (a power of two <= 32, so a group never straddles a warp) owns one unit;
-//   lane l holds 16-byte vectors l, l + kLanes, ... of the head (kVecs of them). Each group
-//   owns kHeadsPerGroup units (unit group and group + kGroups of the block's range) whose
+// Thread mapping: a "unit" is one (token, head) pair, numbered t * H + h; block b owns units
+//   [b * kUnitsPerBlock, (b + 1) * kUnitsPerBlock). A group of kLanes consecutive lanes (a
+//   power of two <= 32, so a group never straddles a warp) owns one unit at a time; lane l
+//   holds 16-byte vectors l, l + kLanes, ... of the head (kVecs of them). Each group owns
+//   kHeadsPerGroup units (unit group and group + kGroups of the block's range) whose
 //   loads are all issued before any math, so every thread keeps 32+ bytes in flight: the
 //   kernel is bound by DRAM bandwidth, and in-flight bytes are what reach it.
 //   The sum of squares is reduced with xor-shuffles inside the group.
 // Compile-time head_dim (64, 128, 256) makes every lane exactly one or two vectors; the
 //   generic instantiation (kHeadDim = 0) covers any multiple of 8 up to 512 with 32 lanes
 //   and a per-vector guard.
-// Limits: Hq + Hkv <= 65536 (32-bit unit arithmetic inside a block); tokens and all element
-//   offsets are 64-bit. No allocation, no host synchronisation (CUDA-graph safe).
+// Limits: Hq + Hkv <= 65536 (32-bit unit arithmetic inside a block); tokens, unit numbers
+//   and all element offsets are 64-bit. No allocation, no host synchronisation (CUDA-graph safe).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -34,7 +35,7 @@
 namespace fusekit::cuda::qk_norm_detail {
 
 constexpr int kThreads = 256;
-constexpr int kHeadsPerGroup = 2;
+constexpr int kDefaultHeadsPerGroup = 2;  // see docs/PERF_NOTES.md (QK) for 1 vs 2 vs 4
 constexpr int kMaxHeadDim = 512;
 
 // n / d for n < 2^31 with one multiply-high and a shift (round-up reciprocal; d >= 2).
@@ -152,7 +153,7 @@ __device__ __forceinline__ void load_weights(const void* w, DType weight_dtype, 
   }
 }
 
-template <typename T, int kHeadDim>
+template <typename T, int kHeadDim, int kHeadsPerGroup>
 struct Shape {
   static constexpr int kPerVec = Pack<T>::kPerVec;
   static constexpr int kVecsPerHead = (kHeadDim ? kHeadDim : kMaxHeadDim) / kPerVec;
@@ -163,23 +164,24 @@ struct Shape {
   static_assert((kLanes & (kLanes - 1)) == 0, "a group must be a power of two lanes inside one warp");
 };
 
-template <typename T, int kHeadDim>
+template <typename T, int kHeadDim, int kHeadsPerGroup>
 __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a) {
-  using S = Shape<T, kHeadDim>;
+  using S = Shape<T, kHeadDim, kHeadsPerGroup>;
   constexpr int kPerVec = S::kPerVec, kLanes = S::kLanes, kVecs = S::kVecs, kGroups = S::kGroups;
   const int head_dim = kHeadDim ? kHeadDim : a.head_dim;
   const int lane = threadIdx.x % kLanes;
   const int group = threadIdx.x / kLanes;
 
-  // The block's first unit as (token, head): one 64-bit division per block, not per thread.
-  __shared__ std::int64_t s_first_token;
-  __shared__ int s_first_head;
-  if (threadIdx.x == 0) {
-    const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * S::kUnitsPerBlock;
-    s_first_token = first / a.heads;
-    s_first_head = static_cast<int>(first - s_first_token * a.heads);
+  // The block's first unit as (token, head). Below 2^31 units (T * H; every practical
+  // size) a multiply-high does it; beyond, a 64-bit division (slow, uniform per block).
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * S::kUnitsPerBlock;
+  std::int64_t first_token;
+  if (first < (std::int64_t{1} << 31)) {
+    first_token = a.heads_div.div(static_cast<std::uint32_t>(first));
+  } else {
+    first_token = first / a.heads;
   }
-  __syncthreads();
+  const int first_head = static_cast<int>(first - first_token * a.heads);
 
   const T* in = static_cast<const T*>(a.qkv);
   T* out = static_cast<T*>(a.out);
@@ -189,10 +191,10 @@ __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a
   bool valid[kHeadsPerGroup];
 #pragma unroll
   for (int u = 0; u < kHeadsPerGroup; ++u) {
-    const std::uint32_t r = static_cast<std::uint32_t>(s_first_head + group + u * kGroups);
+    const std::uint32_t r = static_cast<std::uint32_t>(first_head + group + u * kGroups);
     const std::uint32_t dt = a.heads_div.div(r);
     head[u] = static_cast<int>(r - dt * static_cast<std::uint32_t>(a.heads));
-    token[u] = s_first_token + dt;
+    token[u] = first_token + dt;
     valid[u] = token[u] < a.tokens;
     const T* src = in + token[u] * a.in_stride + static_cast<std::int64_t>(head[u]) * head_dim;
 #pragma unroll
@@ -306,9 +308,9 @@ __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a
   }
 }
 
-template <typename T, int kHeadDim>
+template <typename T, int kHeadDim, int kHeadsPerGroup = kDefaultHeadsPerGroup>
 Status launch_qk_rmsnorm(const KernelArgs& a, cudaStream_t stream) {
-  using S = Shape<T, kHeadDim>;
+  using S = Shape<T, kHeadDim, kHeadsPerGroup>;
   const std::int64_t units = a.tokens * a.heads;
   const std::int64_t blocks = (units + S::kUnitsPerBlock - 1) / S::kUnitsPerBlock;
   if (blocks > 0x7fffffff) {
@@ -317,16 +319,16 @@ Status launch_qk_rmsnorm(const KernelArgs& a, cudaStream_t stream) {
   }
   const std::size_t smem =
       a.rotary_style == RotaryStyle::kNeox ? sizeof(float) * S::kUnitsPerBlock * static_cast<std::size_t>(a.head_dim) : 0;
-  qk_rmsnorm_kernel<T, kHeadDim><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
+  qk_rmsnorm_kernel<T, kHeadDim, kHeadsPerGroup><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("qk_rmsnorm_kernel");
   return Status::Ok();
 }
 
 // The instantiations that exist (one file per dtype): head_dim 64, 128, 256, and 0 = generic.
 #define FUSEKIT_QK_RMSNORM_INSTANTIATIONS(EXTERN, T)                                   \
-  EXTERN template Status launch_qk_rmsnorm<T, 64>(const KernelArgs&, cudaStream_t);  \
-  EXTERN template Status launch_qk_rmsnorm<T, 128>(const KernelArgs&, cudaStream_t); \
-  EXTERN template Status launch_qk_rmsnorm<T, 256>(const KernelArgs&, cudaStream_t); \
-  EXTERN template Status launch_qk_rmsnorm<T, 0>(const KernelArgs&, cudaStream_t);
+  EXTERN template Status launch_qk_rmsnorm<T, 64, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t);  \
+  EXTERN template Status launch_qk_rmsnorm<T, 128, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t); \
+  EXTERN template Status launch_qk_rmsnorm<T, 256, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t); \
+  EXTERN template Status launch_qk_rmsnorm<T, 0, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t);
 
 }  // namespace fusekit::cuda::qk_norm_detail
