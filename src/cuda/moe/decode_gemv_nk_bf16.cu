@@ -67,16 +67,14 @@ __global__ void __launch_bounds__(kWarps * 32) decode_gemv_nk_bf16_kernel(Decode
   for (int r = 0; r < kRows; ++r)
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-  if (lane < kColsPerWarp && c0 + lane < p.n) {
-    float v = 0.f;
+  if (lane == 0) {
+    const float scale = EPI == DecodeEpilogue::kSwiGLU ? 1.f : p.topk_weights[pair];
 #pragma unroll
     for (int r = 0; r < kColsPerWarp; ++r) {
-      if (r == lane) {
-        v = EPI == DecodeEpilogue::kSwiGLU ? dev::silu(acc[r]) * acc[r + (kRows - kColsPerWarp)]
-                                           : p.topk_weights[pair] * acc[r];
-      }
+      if (c0 + r >= p.n) break;
+      const float v = EPI == DecodeEpilogue::kSwiGLU ? dev::silu(acc[r]) * acc[r + (kRows - kColsPerWarp)] : scale * acc[r];
+      out_row[c0 + r] = __float2bfloat16(v);
     }
-    out_row[c0 + lane] = __float2bfloat16(v);
   }
 }
 
