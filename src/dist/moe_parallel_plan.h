@@ -84,8 +84,10 @@ constexpr int kHeaderInts = 16;
 WireHeader make_header(const MoeParallelConfig& config, std::int64_t tokens, bool valid);
 
 // Compares the R headers every rank received (identical config fields on every rank) and
-// returns the verdict every rank reaches alike: the first invalid rank, the first field that
-// differs from rank 0's, or OK. `what` names the entry point for the message.
+// returns the verdict every valid rank reaches alike, in this order: a missing header, the
+// first field (then the fingerprint) that differs from rank 0's, the first rank whose own
+// checks failed, or OK. (A rank whose own checks failed returns its own error instead.)
+// `what` names the entry point for the message.
 Status compare_headers(const WireHeader* headers, std::int64_t ranks, const char* what);
 
 constexpr std::size_t kWorkspaceAlign = 256;

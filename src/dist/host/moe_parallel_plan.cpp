@@ -145,12 +145,6 @@ Status compare_headers(const WireHeader* headers, std::int64_t ranks, const char
                         " sent no valid header; every rank must call the same entry point with the same communicator");
     }
   }
-  for (std::int64_t s = 0; s < ranks; ++s) {
-    if (!headers[s].valid) {
-      return invalid_argument(std::string(what) + ": rank " + str(s) +
-                              " rejected this call (its own error says why); no rank exchanged token data");
-    }
-  }
   struct Field {
     const char* name;
     std::int32_t WireHeader::*member;
@@ -183,6 +177,13 @@ Status compare_headers(const WireHeader* headers, std::int64_t ranks, const char
          << s << "): routing (norm, groups, scaling factor) or max_tokens differ; every rank must pass the same "
          << "MoeParallelConfig";
       return invalid_argument(os.str());
+    }
+  }
+  // Same configuration everywhere, but a rank's own checks failed (its tensors, its workspace).
+  for (std::int64_t s = 0; s < ranks; ++s) {
+    if (!headers[s].valid) {
+      return invalid_argument(std::string(what) + ": rank " + str(s) +
+                              " rejected this call (its own error says why); no rank exchanged token data");
     }
   }
   return Status::Ok();
