@@ -213,6 +213,20 @@ TEST(MoeParallelPlan, HeaderComparisonNamesTheDifference) {
   s = dist::compare_headers(h.data(), 2, "f");
   EXPECT_NE(s.message().find("rank 1 rejected this call"), std::string::npos) << s.message();
 
+  b = a;
+  b.layer.layout = MoeWeightLayout::kKN;
+  h[1] = dist::make_header(b, 7, true);
+  s = dist::compare_headers(h.data(), 2, "f");
+  EXPECT_NE(s.message().find("layer.layout is kNK on rank 0 but kKN on rank 1"), std::string::npos) << s.message();
+  MoeParallelConfig t = a;
+  t.layer.expert_parallel_size = 1;
+  t.tensor_parallel_size = 2;
+  h[1] = dist::make_header(t, 7, true);
+  s = dist::compare_headers(h.data(), 2, "f");
+  EXPECT_NE(s.message().find("the parallelism (expert or tensor) is expert on rank 0 but tensor on rank 1"),
+            std::string::npos)
+      << s.message();
+
   // A config difference is the root cause and wins over a rank's failed own checks.
   MoeParallelConfig c7 = a;
   c7.layer.num_experts = 127;

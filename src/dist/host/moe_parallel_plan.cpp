@@ -24,6 +24,26 @@ constexpr std::int64_t kInt32Max = INT32_MAX;
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
+// Enum-valued header fields by name, the others as numbers.
+std::string field_value(std::int32_t WireHeader::*member, std::int32_t v) {
+  if (member == &WireHeader::kind) {
+    return v == static_cast<std::int32_t>(ParallelKind::kExpert)   ? "expert"
+           : v == static_cast<std::int32_t>(ParallelKind::kTensor) ? "tensor"
+                                                                   : str(v);
+  }
+  if (member == &WireHeader::layout) {
+    return v == static_cast<std::int32_t>(MoeWeightLayout::kNK)   ? "kNK"
+           : v == static_cast<std::int32_t>(MoeWeightLayout::kKN) ? "kKN"
+                                                                  : str(v);
+  }
+  if (member == &WireHeader::routing_mode) {
+    return v == static_cast<std::int32_t>(MoeRoutingMode::kSoftmaxTopK)          ? "kSoftmaxTopK"
+           : v == static_cast<std::int32_t>(MoeRoutingMode::kSigmoidGroupedTopK) ? "kSigmoidGroupedTopK"
+                                                                                 : str(v);
+  }
+  return str(v);
+}
+
 }  // namespace
 
 Status resolve_plan(const MoeParallelConfig& config, ParallelPlan* plan) {
@@ -165,9 +185,10 @@ Status compare_headers(const WireHeader* headers, std::int64_t ranks, const char
     const WireHeader& h = headers[s];
     for (const Field& f : fields) {
       if (h.*(f.member) != h0.*(f.member)) {
+        const auto value = [&f](std::int32_t v) { return field_value(f.member, v); };
         return invalid_argument(std::string(what) + ": the ranks' configurations differ: " + f.name + " is " +
-                                str(h0.*(f.member)) + " on rank 0 but " + str(h.*(f.member)) + " on rank " + str(s) +
-                                "; every rank must pass the same MoeParallelConfig");
+                                value(h0.*(f.member)) + " on rank 0 but " + value(h.*(f.member)) + " on rank " +
+                                str(s) + "; every rank must pass the same MoeParallelConfig");
       }
     }
     if (h.fingerprint_lo != h0.fingerprint_lo || h.fingerprint_hi != h0.fingerprint_hi) {
