@@ -437,6 +437,7 @@ TEST_F(MoeParallelTest, TensorParallelGraphReplayIsBitIdentical) {
     router.logits = device_view(dlogits, DType::kF32, {in.T, kSmall.E});
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the legacy-stream poison is done before capture
     ASSERT_EQ(cudaStreamBeginCapture(rk.stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
     const Status s = moe_parallel_forward(rk.tp, device_view(dx, DType::kBF16, {in.T, kSmall.H}), router,
                                           device_view(dout, DType::kBF16, {in.T, kSmall.H}),
@@ -628,6 +629,7 @@ TEST_F(MoeParallelTest, FaultLocalErrorsBeforeAnyExchange) {
 
     // EP reads counts on the host: capturing it is refused up front.
     cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     ASSERT_EQ(cudaStreamBeginCapture(rk.stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
     const Status captured = moe_parallel_forward(rk.ep, x, router, out, ws, rk.stream);
     ASSERT_EQ(cudaStreamEndCapture(rk.stream, &graph), cudaSuccess);
