@@ -11,6 +11,7 @@
 #include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
+#include "cuda/moe/sm90/moe_sm90.h"
 #include "cuda/moe/workspace_layout.h"
 
 namespace fusekit::cuda_moe {
@@ -94,6 +95,11 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     a.expert_offsets = reinterpret_cast<std::int32_t*>(ws + wl.expert_offsets);
     a.num_tokens_post_padded = reinterpret_cast<std::int32_t*>(ws + wl.num_tokens_post_padded);
     FUSEKIT_RETURN_IF_ERROR(launch_align_block_m(a, stream));
+    if (sm90::prefill_enabled(x.device_id)) {  // Hopper: TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
+      return sm90::prefill_forward(layer, x, ids, weights,
+                                   {a.sorted_token_ids, a.expert_offsets, a.num_tokens_post_padded, capacity}, out,
+                                   workspace, stream);
+    }
 
     GroupedGemmParams g1;
     g1.a = static_cast<const __nv_bfloat16*>(x.data);

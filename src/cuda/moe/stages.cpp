@@ -2,15 +2,20 @@
 // launchers' raw parameters. The one dispatch place for routing mode and weight layout.
 #include <cuda_bf16.h>
 
+#include <algorithm>
+
 #include "common/cuda_check.h"
 #include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
+#include "cuda/moe/sm90/moe_sm90.h"
 #include "cuda/moe/workspace_layout.h"
 
 namespace fusekit::cuda_moe {
 
-std::size_t workspace_size(const MoeConfig& config) { return workspace_layout(config).total; }
+std::size_t workspace_size(const MoeConfig& config) {
+  return std::max(workspace_layout(config).total, sm90::forward_workspace_size(config));  // Hopper path: sm90/
+}
 
 MoeWeightLayout preferred_layout(const MoeConfig& /*config*/) {
   // The sm_80 kernels read both layouts at the same speed (ldmatrix vs ldmatrix.trans);

@@ -1,0 +1,74 @@
+// The tile choice of the Hopper MoE path (ranges and reasons: gemm_config_sm90.h).
+#include "cuda/moe/sm90/gemm_config_sm90.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+
+namespace fusekit::cuda_moe::sm90 {
+namespace {
+
+constexpr GemmTile kPingpong64x128 = GemmTile::kPingpong64x128;
+constexpr GemmTile kCooperative128x128 = GemmTile::kCooperative128x128;
+constexpr GemmTile kCooperative128x256 = GemmTile::kCooperative128x256;
+
+const TunedEntry kTuned[] = {
+#include "cuda/moe/sm90/tuned_configs_sm90.inc"
+    {0, 0, 0, 0, 0, 0, 0, kPingpong64x128, kPingpong64x128},  // sentinel (never matches: E = 0)
+};
+
+GemmTile heuristic_tile(double rows_per_expert) {
+  if (rows_per_expert <= 48) return kPingpong64x128;
+  if (rows_per_expert <= 384) return kCooperative128x128;
+  return kCooperative128x256;
+}
+
+}  // namespace
+
+Sm90MoeConfig heuristic_sm90_config(const MoeProblem& p) {
+  const double m = p.experts > 0 ? double(p.tokens) * double(p.top_k) / double(p.experts) : 0.0;
+  Sm90MoeConfig c;
+  c.gemm1 = heuristic_tile(m);
+  c.gemm2 = heuristic_tile(m);
+  c.from_table = false;
+  return c;
+}
+
+Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
+  for (const TunedEntry& e : kTuned) {
+    if (e.experts == p.experts && e.top_k == p.top_k && e.hidden == p.hidden && e.intermediate == p.intermediate &&
+        e.sm_count == p.sm_count && p.tokens >= e.tokens_lo && p.tokens <= e.tokens_hi) {
+      Sm90MoeConfig c;
+      c.gemm1 = e.gemm1;
+      c.gemm2 = e.gemm2;
+      c.from_table = true;
+      return c;
+    }
+  }
+  return heuristic_sm90_config(p);
+}
+
+std::string describe(const MoeProblem& p, const Sm90MoeConfig& c) {
+  char buf[320];
+  std::snprintf(buf, sizeof(buf), "moe sm90: E=%lld k=%lld H=%lld I=%lld T=%lld sms=%d -> gemm1 %s, gemm2 %s (%s)",
+                static_cast<long long>(p.experts), static_cast<long long>(p.top_k), static_cast<long long>(p.hidden),
+                static_cast<long long>(p.intermediate), static_cast<long long>(p.tokens), p.sm_count,
+                gemm_tile_name(c.gemm1), gemm_tile_name(c.gemm2), c.from_table ? "tuned table" : "heuristic");
+  return buf;
+}
+
+void maybe_print_config(const MoeProblem& p, const Sm90MoeConfig& c) {
+  static const bool enabled = [] {
+    const char* v = std::getenv("FUSEKIT_PRINT_CONFIG");
+    return v != nullptr && v[0] != '\0' && v[0] != '0';
+  }();
+  if (!enabled) return;
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  const std::string line = describe(p, c);
+  std::lock_guard<std::mutex> lock(mu);
+  if (seen.insert(line).second) std::fprintf(stderr, "[fusekit] %s\n", line.c_str());
+}
+
+}  // namespace fusekit::cuda_moe::sm90

@@ -1,0 +1,54 @@
+// Tile choice of the Hopper MoE path: one pure function of the problem (E, top_k, H, I, T,
+// device). A tuned table (tuned_configs_sm90.inc, written by `fusekit tune moe`) wins where it
+// has an entry for the exact (E, k, H, I, SM count) and a T range holding T; otherwise the
+// heuristic below, whose ranges are stated in rows per expert m = T*k/E (the M of each
+// expert's GEMM when routing is balanced):
+//
+//   m <= 48        pingpong 64x128x64       weight-read bound: the smallest M tile wastes the
+//                                           fewest tensor-core cycles; 2 consumer warpgroups on
+//                                           alternate tiles hide the epilogue
+//   48 < m <= 384  cooperative 128x128x64   mid: tiles fill M, twice the N tiles of 128x256 keep
+//                                           132 SMs busy when E*ceil(m/128)*N/256 is small
+//   m > 384        cooperative 128x256x64   compute bound: the largest tile, B multicast over a
+//                  (cluster 2x1)            2x1 cluster halves weight traffic into L2/SMEM
+//
+// Both GEMMs of the layer get their own choice (gemm1: N = 2I, K = H; gemm2: N = H, K = I).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+
+namespace fusekit::cuda_moe::sm90 {
+
+struct Sm90MoeConfig {
+  GemmTile gemm1 = GemmTile::kPingpong64x128;
+  GemmTile gemm2 = GemmTile::kPingpong64x128;
+  bool from_table = false;  // true: tuned_configs_sm90.inc; false: the heuristic
+};
+
+struct MoeProblem {
+  std::int64_t experts = 0;
+  std::int64_t top_k = 0;
+  std::int64_t hidden = 0;
+  std::int64_t intermediate = 0;
+  std::int64_t tokens = 0;
+  int sm_count = 0;  // the device: tuned entries hold for this SM count only
+};
+
+// One row of the tuned table.
+struct TunedEntry {
+  std::int64_t experts, top_k, hidden, intermediate;
+  int sm_count;
+  std::int64_t tokens_lo, tokens_hi;  // inclusive range of T this entry serves
+  GemmTile gemm1, gemm2;
+};
+
+Sm90MoeConfig heuristic_sm90_config(const MoeProblem& problem);
+Sm90MoeConfig choose_sm90_config(const MoeProblem& problem);
+std::string describe(const MoeProblem& problem, const Sm90MoeConfig& config);
+// FUSEKIT_PRINT_CONFIG=1: prints each distinct (problem, choice) once to stderr.
+void maybe_print_config(const MoeProblem& problem, const Sm90MoeConfig& config);
+
+}  // namespace fusekit::cuda_moe::sm90

@@ -1,0 +1,130 @@
+// Dispatcher of the Hopper BF16 grouped GEMM: checks, carves the workspace, maps the run-time
+// (tile, layout) onto the compiled instantiations (grouped_gemm_bf16_sm90_<tile>_<layout>.cu).
+#include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+
+#include <atomic>
+#include <string>
+
+#include "common/cuda_check.h"
+
+namespace fusekit::cuda_moe::sm90 {
+namespace {
+
+std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
+constexpr int kArrays = 7;  // problem shapes, ptr a/b/d, stride a/b/d
+
+// The SM count sizes the persistent grid; asking the driver on every call costs more than the
+// setup kernel, so it is cached per device.
+constexpr int kMaxDevices = 64;
+std::atomic<int> g_sm_count[kMaxDevices];
+
+Status sm_count_of(int device, int* sm_count) {
+  if (device >= 0 && device < kMaxDevices) {
+    const int cached = g_sm_count[device].load(std::memory_order_relaxed);
+    if (cached > 0) {
+      *sm_count = cached;
+      return Status::Ok();
+    }
+  }
+  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device));
+  if (device >= 0 && device < kMaxDevices) g_sm_count[device].store(*sm_count, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace
+
+const char* gemm_tile_name(GemmTile tile) {
+  switch (tile) {
+    case GemmTile::kPingpong64x128: return "pingpong_64x128x64_c1x1";
+    case GemmTile::kCooperative128x128: return "cooperative_128x128x64_c1x1";
+    case GemmTile::kCooperative128x256: return "cooperative_128x256x64_c2x1";
+  }
+  return "unknown";
+}
+
+int gemm_tile_block_m(GemmTile tile) { return tile == GemmTile::kPingpong64x128 ? 64 : 128; }
+
+bool sm90_grouped_gemm_available(int device) {
+#if FUSEKIT_WITH_CUTLASS
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major == 9;
+#else
+  (void)device;
+  return false;
+#endif
+}
+
+std::size_t grouped_gemm_bf16_sm90_workspace_size(int groups) {
+  return kArrays * round256(static_cast<std::size_t>(groups) * detail::kSlotBytes) +
+         detail::kMaxCutlassWorkspaceBytes;
+}
+
+Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) {
+#if !FUSEKIT_WITH_CUTLASS
+  (void)args;
+  (void)stream;
+  return unsupported("grouped_gemm_bf16_sm90: this build has no CUTLASS (install nvidia-cutlass and reconfigure)");
+#else
+  if (args.groups < 1 || args.groups > detail::kMaxGroups) {
+    return invalid_argument("grouped_gemm_bf16_sm90: groups must be in [1, 1024], got " +
+                            std::to_string(args.groups));
+  }
+  if (args.n < 8 || args.k < 8 || args.n % 8 != 0 || args.k % 8 != 0 || args.n >= (std::int64_t(1) << 31) ||
+      args.k >= (std::int64_t(1) << 31)) {
+    return invalid_argument("grouped_gemm_bf16_sm90: n and k must be positive multiples of 8 below 2^31, got n=" +
+                            std::to_string(args.n) + " k=" + std::to_string(args.k));
+  }
+  if (!aligned16(args.a) || !aligned16(args.b) || !aligned16(args.d)) {
+    return invalid_argument("grouped_gemm_bf16_sm90: a, b and d must be 16-byte aligned");
+  }
+  if (args.group_offsets == nullptr) {
+    return invalid_argument("grouped_gemm_bf16_sm90: group_offsets must not be null");
+  }
+  const std::size_t need = grouped_gemm_bf16_sm90_workspace_size(args.groups);
+  if (args.workspace == nullptr || args.workspace_bytes < need ||
+      (reinterpret_cast<std::uintptr_t>(args.workspace) & 255u) != 0) {
+    return invalid_argument("grouped_gemm_bf16_sm90: workspace must be 256-byte aligned and hold " +
+                            std::to_string(need) + " bytes, got " + std::to_string(args.workspace_bytes));
+  }
+  int device = 0;
+  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  detail::GroupedGemmLaunch launch;
+  launch.args = args;
+  FUSEKIT_RETURN_IF_ERROR(sm_count_of(device, &launch.sm_count));
+
+  char* ws = static_cast<char*>(args.workspace);
+  const std::size_t slot = round256(static_cast<std::size_t>(args.groups) * detail::kSlotBytes);
+  void* regions[kArrays];
+  for (int i = 0; i < kArrays; ++i) regions[i] = ws + i * slot;
+  launch.arrays.problem_shapes = regions[0];
+  launch.arrays.ptr_a = regions[1];
+  launch.arrays.ptr_b = regions[2];
+  launch.arrays.ptr_d = regions[3];
+  launch.arrays.stride_a = regions[4];
+  launch.arrays.stride_b = regions[5];
+  launch.arrays.stride_d = regions[6];
+  launch.arrays.cutlass_workspace = ws + kArrays * slot;
+  launch.arrays.cutlass_workspace_bytes = detail::kMaxCutlassWorkspaceBytes;
+
+  const bool nk = args.layout == MoeWeightLayout::kNK;
+  switch (args.tile) {
+    case GemmTile::kPingpong64x128:
+      return nk ? detail::gemm_sm90_pingpong64x128_nk(launch, stream) : detail::gemm_sm90_pingpong64x128_kn(launch, stream);
+    case GemmTile::kCooperative128x128:
+      return nk ? detail::gemm_sm90_coop128x128_nk(launch, stream) : detail::gemm_sm90_coop128x128_kn(launch, stream);
+    case GemmTile::kCooperative128x256:
+      return nk ? detail::gemm_sm90_coop128x256_nk(launch, stream) : detail::gemm_sm90_coop128x256_kn(launch, stream);
+  }
+  return invalid_argument(
+      "grouped_gemm_bf16_sm90: tile must be one of pingpong_64x128x64_c1x1, cooperative_128x128x64_c1x1, "
+      "cooperative_128x256x64_c2x1");
+#endif
+}
+
+}  // namespace fusekit::cuda_moe::sm90

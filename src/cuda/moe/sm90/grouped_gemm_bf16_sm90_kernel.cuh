@@ -1,0 +1,192 @@
+// The Hopper BF16 grouped GEMM, assembled from named CUTLASS 3.x parts (see CUTLASS example 57):
+//
+//   mainloop   CollectiveBuilder<Sm90, TensorOp, bf16 A row-major, bf16 B (K- or N-major), fp32 acc,
+//              TileShape, ClusterShape, stages = as many as fit beside the epilogue, KernelSchedule>
+//              -> TMA loads of A and B into 128B-swizzled shared memory, wgmma (SS) on it; the
+//              TMA descriptors are rewritten per group on the device (ptr-array).
+//   epilogue   CollectiveBuilder<..., C = none, D bf16 row-major, LinearCombination (alpha 1)>
+//              -> fp32 accumulators rounded to bf16 and stored by TMA, clipped at each group's rows.
+//   kernel     GemmUniversal<GroupProblemShape<(M, N, K)>, ...>: one persistent CTA (cluster) per SM,
+//              a producer warp(group) issuing TMA and consumer warpgroups issuing wgmma; the group
+//              tile scheduler walks (group, m-tile, n-tile) reading the per-group sizes from device
+//              memory, so no size ever comes back to the host.
+//
+// One instantiation per (tile, layout) lives in its own .cu file (compile time on CI). The
+// template is compiled for every -gencode; its kernel body only exists in the sm_90a image
+// (CUTLASS guards it with __CUDA_ARCH_FEAT_SM90_ALL), so the sm_80 pass emits an empty stub.
+#pragma once
+
+#if FUSEKIT_WITH_CUTLASS
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/dispatch_policy.hpp"
+#include "cutlass/gemm/group_array_problem_shape.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "common/cuda_check.h"
+#include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+
+namespace fusekit::cuda_moe::sm90::detail {
+
+using cute::_1;
+using cute::_2;
+using cute::_64;
+using cute::_128;
+using cute::_256;
+
+// The compile-time description of one tile configuration.
+template <class TileShape_, class ClusterShape_, class KernelSchedule_, class EpilogueSchedule_>
+struct TileConfig {
+  using TileShape = TileShape_;
+  using ClusterShape = ClusterShape_;
+  using KernelSchedule = KernelSchedule_;
+  using EpilogueSchedule = EpilogueSchedule_;
+};
+using Pingpong64x128 = TileConfig<cute::Shape<_64, _128, _64>, cute::Shape<_1, _1, _1>,
+                                  cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
+                                  cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
+using Cooperative128x128 = TileConfig<cute::Shape<_128, _128, _64>, cute::Shape<_1, _1, _1>,
+                                      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
+                                      cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
+using Cooperative128x256 = TileConfig<cute::Shape<_128, _256, _64>, cute::Shape<_2, _1, _1>,
+                                      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
+                                      cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
+
+// kNK weights are [n, k] with k contiguous: CUTLASS's column-major B (K x N). kKN: row-major B.
+template <MoeWeightLayout L>
+using LayoutBFor =
+    std::conditional_t<L == MoeWeightLayout::kNK, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
+
+template <class Config, MoeWeightLayout kLayout>
+struct Bf16GroupedGemm {
+  using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;
+  using Element = cutlass::bfloat16_t;
+  using LayoutA = cutlass::layout::RowMajor;
+  using LayoutB = LayoutBFor<kLayout>;
+  using LayoutD = cutlass::layout::RowMajor;
+  static constexpr int kAlignment = 8;  // 16 bytes of bf16: TMA's minimum
+
+  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, typename Config::TileShape, typename Config::ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float,  //
+      void, LayoutD*, kAlignment,                                     // no C operand
+      Element, LayoutD*, kAlignment,                                  // D
+      typename Config::EpilogueSchedule,
+      cutlass::epilogue::fusion::LinearCombination<Element, float, void, float>>::CollectiveOp;
+
+  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,  //
+      Element, LayoutA*, kAlignment,                        //
+      Element, LayoutB*, kAlignment,                        //
+      float, typename Config::TileShape, typename Config::ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename CollectiveEpilogue::SharedStorage))>,
+      typename Config::KernelSchedule>::CollectiveOp;
+
+  using GemmKernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, CollectiveMainloop, CollectiveEpilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
+
+  using ProblemShapeMNK = typename ProblemShape::UnderlyingProblemShape;
+  using StrideA = typename GemmKernel::InternalStrideA;
+  using StrideB = typename GemmKernel::InternalStrideB;
+  using StrideC = typename GemmKernel::InternalStrideC;
+  using StrideD = typename GemmKernel::InternalStrideD;
+  static_assert(sizeof(ProblemShapeMNK) <= kSlotBytes && sizeof(StrideA) <= kSlotBytes &&
+                    sizeof(StrideB) <= kSlotBytes && sizeof(StrideD) <= kSlotBytes,
+                "per-group array slots too small");
+};
+
+// A packed 2-D stride has one run-time component, the leading dimension; the other is _1 (and
+// the group mode _0). Set whichever is dynamic.
+template <class Stride>
+__host__ __device__ inline Stride leading_dim_stride(std::int64_t ld) {
+  Stride s{};
+  if constexpr (cute::is_static<cute::remove_cvref_t<decltype(cute::get<0>(s))>>::value) {
+    cute::get<1>(s) = ld;
+  } else {
+    cute::get<0>(s) = ld;
+  }
+  return s;
+}
+
+// One thread per group: sizes, operand pointers and strides of each group, from the offsets.
+template <class G>
+__global__ void grouped_gemm_setup_kernel(GroupedGemmArgs args, GroupedGemmDeviceArrays arrays) {
+  const int g = blockIdx.x * blockDim.x + threadIdx.x;
+  if (g >= args.groups) return;
+  const std::int64_t r0 = args.group_offsets[g];
+  static_cast<typename G::ProblemShapeMNK*>(arrays.problem_shapes)[g] = {
+      args.group_rows ? args.group_rows[g] : int(args.group_offsets[g + 1] - r0), int(args.n), int(args.k)};
+  using E = typename G::Element;
+  static_cast<const E**>(arrays.ptr_a)[g] = reinterpret_cast<const E*>(args.a + r0 * args.k);
+  static_cast<const E**>(arrays.ptr_b)[g] = reinterpret_cast<const E*>(args.b + std::int64_t(g) * args.n * args.k);
+  static_cast<E**>(arrays.ptr_d)[g] = reinterpret_cast<E*>(args.d + r0 * args.n);
+  static_cast<typename G::StrideA*>(arrays.stride_a)[g] = leading_dim_stride<typename G::StrideA>(args.k);
+  static_cast<typename G::StrideB*>(arrays.stride_b)[g] =
+      leading_dim_stride<typename G::StrideB>(args.layout == MoeWeightLayout::kNK ? args.k : args.n);
+  static_cast<typename G::StrideD*>(arrays.stride_d)[g] = leading_dim_stride<typename G::StrideD>(args.n);
+}
+
+template <class Config, MoeWeightLayout kLayout>
+Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, const char* name) {
+  using G = Bf16GroupedGemm<Config, kLayout>;
+  using Gemm = typename G::Gemm;
+  const GroupedGemmArgs& a = launch.args;
+  const GroupedGemmDeviceArrays& arr = launch.arrays;
+
+  grouped_gemm_setup_kernel<G><<<(a.groups + 127) / 128, 128, 0, stream>>>(a, arr);
+  FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("grouped_gemm_setup_kernel");
+
+  cutlass::KernelHardwareInfo hw;
+  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&hw.device_id));
+  hw.sm_count = launch.sm_count;
+
+  typename Gemm::Arguments args;
+  args.mode = cutlass::gemm::GemmUniversalMode::kGrouped;
+  args.problem_shape = {a.groups, static_cast<typename G::ProblemShapeMNK*>(arr.problem_shapes), nullptr};
+  args.mainloop.ptr_A = static_cast<const typename G::Element**>(arr.ptr_a);
+  args.mainloop.dA = static_cast<typename G::StrideA*>(arr.stride_a);
+  args.mainloop.ptr_B = static_cast<const typename G::Element**>(arr.ptr_b);
+  args.mainloop.dB = static_cast<typename G::StrideB*>(arr.stride_b);
+  args.epilogue.thread.alpha = 1.0f;
+  args.epilogue.thread.beta = 0.0f;
+  args.epilogue.ptr_C = nullptr;
+  args.epilogue.dC = nullptr;
+  args.epilogue.ptr_D = static_cast<typename G::Element**>(arr.ptr_d);
+  args.epilogue.dD = static_cast<typename G::StrideD*>(arr.stride_d);
+  args.hw_info = hw;
+
+  if (Gemm::get_workspace_size(args) > arr.cutlass_workspace_bytes) {
+    return Status(StatusCode::kInternal, std::string(name) + ": CUTLASS workspace larger than reserved (" +
+                                             std::to_string(Gemm::get_workspace_size(args)) + " bytes)");
+  }
+  Gemm gemm;
+  cutlass::Status st = gemm.can_implement(args);
+  if (st == cutlass::Status::kSuccess) st = gemm.initialize(args, arr.cutlass_workspace, stream);
+  if (st == cutlass::Status::kSuccess) st = gemm.run(stream);
+  if (st != cutlass::Status::kSuccess) {
+    return Status(StatusCode::kCudaError,
+                  std::string(name) + ": CUTLASS grouped GEMM failed: " + cutlassGetStatusString(st));
+  }
+  FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("grouped GEMM (CUTLASS sm90)");
+  return Status::Ok();
+}
+
+}  // namespace fusekit::cuda_moe::sm90::detail
+
+// One instantiation per file: FUSEKIT_SM90_GEMM_INSTANCE(gemm_sm90_pingpong64x128_nk, Pingpong64x128, kNK)
+#define FUSEKIT_SM90_GEMM_INSTANCE(name, config, layout)                                              \
+  namespace fusekit::cuda_moe::sm90::detail {                                                         \
+  Status name(const GroupedGemmLaunch& launch, cudaStream_t stream) {                                 \
+    return run_grouped_gemm<config, MoeWeightLayout::layout>(launch, stream, #name);                  \
+  }                                                                                                   \
+  }
+
+#endif  // FUSEKIT_WITH_CUTLASS

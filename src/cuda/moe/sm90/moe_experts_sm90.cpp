@@ -1,0 +1,128 @@
+// experts_forward: the Hopper prefill path after route + align (stages and formulas:
+// moe_sm90.h). Carves the caller's workspace, then launches permute -> gemm1 -> swiglu ->
+// gemm2 -> finalize on one stream. Two buffers serve the four activations in turn:
+//   buf0: xs [rows, H]  -> act [rows, I]     (xs is dead once gemm1 has run)
+//   buf1: h [rows, 2I]  -> y [rows, H]       (h is dead once swiglu has run)
+#include <algorithm>
+#include <string>
+
+#include "common/cuda_check.h"
+#include "cuda/moe/sm90/moe_sm90.h"
+
+namespace fusekit::cuda_moe::sm90 {
+namespace {
+
+std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
+
+struct ExpertsLayout {
+  std::size_t inv, group_rows, gemm1_ws, gemm2_ws, buf0, buf1, total;
+};
+
+ExpertsLayout experts_layout(std::int64_t capacity, std::int64_t pairs, std::int64_t E, std::int64_t H,
+                             std::int64_t I) {
+  ExpertsLayout l{};
+  std::size_t at = 0;
+  auto take = [&at](std::size_t bytes) {
+    const std::size_t here = at;
+    at += round256(bytes);
+    return here;
+  };
+  const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(static_cast<int>(E));
+  l.inv = take(sizeof(std::int32_t) * static_cast<std::size_t>(pairs));
+  l.group_rows = take(sizeof(std::int32_t) * static_cast<std::size_t>(E));
+  l.gemm1_ws = take(gemm_ws);
+  l.gemm2_ws = take(gemm_ws);
+  l.buf0 = take(2 * static_cast<std::size_t>(capacity) * static_cast<std::size_t>(std::max(H, I)));
+  l.buf1 = take(2 * static_cast<std::size_t>(capacity) * static_cast<std::size_t>(std::max(2 * I, H)));
+  l.total = at;
+  return l;
+}
+
+}  // namespace
+
+std::size_t experts_workspace_size(std::int64_t capacity, std::int64_t pairs, const MoeConfig& c) {
+  return experts_layout(capacity, pairs, c.num_experts, c.hidden, c.intermediate).total;
+}
+
+Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
+  if (a.tokens == 0) return Status::Ok();
+  const std::int64_t pairs = a.tokens * a.top_k;
+  const ExpertsLayout l = experts_layout(a.capacity, pairs, a.num_experts, a.hidden, a.intermediate);
+  if (a.workspace == nullptr || a.workspace_bytes < l.total ||
+      (reinterpret_cast<std::uintptr_t>(a.workspace) & 255u) != 0) {
+    return invalid_argument("moe sm90: workspace must be 256-byte aligned and hold " + std::to_string(l.total) +
+                            " bytes, got " + std::to_string(a.workspace_bytes));
+  }
+  char* ws = static_cast<char*>(a.workspace);
+  auto* inv = reinterpret_cast<std::int32_t*>(ws + l.inv);
+  auto* group_rows = reinterpret_cast<std::int32_t*>(ws + l.group_rows);
+  auto* buf0 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf0);
+  auto* buf1 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf1);
+  const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(a.num_experts);
+
+  PermuteParams pp;
+  pp.x = a.x;
+  pp.x_row_stride = a.x_row_stride;
+  pp.sorted_token_ids = a.sorted_token_ids;
+  pp.expert_offsets = a.expert_offsets;
+  pp.num_tokens_post_padded = a.num_tokens_post_padded;
+  pp.capacity = a.capacity;
+  pp.pairs = pairs;
+  pp.top_k = a.top_k;
+  pp.num_experts = a.num_experts;
+  pp.hidden = a.hidden;
+  pp.xs = buf0;
+  pp.inv = inv;
+  pp.group_rows = group_rows;
+  FUSEKIT_RETURN_IF_ERROR(launch_permute_rows_bf16(pp, stream));
+
+  GroupedGemmArgs g1;
+  g1.a = buf0;
+  g1.b = a.w1;
+  g1.d = buf1;
+  g1.group_offsets = a.expert_offsets;
+  g1.group_rows = group_rows;
+  g1.groups = a.num_experts;
+  g1.n = 2 * a.intermediate;
+  g1.k = a.hidden;
+  g1.layout = a.layout;
+  g1.tile = a.config.gemm1;
+  g1.workspace = ws + l.gemm1_ws;
+  g1.workspace_bytes = gemm_ws;
+  FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g1, stream));
+
+  SwigluParams sp;
+  sp.h = buf1;
+  sp.act = buf0;
+  sp.sorted_token_ids = a.sorted_token_ids;
+  sp.num_tokens_post_padded = a.num_tokens_post_padded;
+  sp.capacity = a.capacity;
+  sp.pairs = pairs;
+  sp.intermediate = a.intermediate;
+  FUSEKIT_RETURN_IF_ERROR(launch_swiglu_rows_bf16(sp, stream));
+
+  GroupedGemmArgs g2 = g1;
+  g2.a = buf0;
+  g2.b = a.w2;
+  g2.d = buf1;
+  g2.n = a.hidden;
+  g2.k = a.intermediate;
+  g2.tile = a.config.gemm2;
+  g2.workspace = ws + l.gemm2_ws;
+  FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g2, stream));
+
+  FinalizeSortedParams fp;
+  fp.y = buf1;
+  fp.inv = inv;
+  fp.topk_ids = a.topk_ids;
+  fp.topk_weights = a.topk_weights;
+  fp.out = a.out;
+  fp.out_row_stride = a.out_row_stride;
+  fp.tokens = a.tokens;
+  fp.top_k = a.top_k;
+  fp.num_experts = a.num_experts;
+  fp.hidden = a.hidden;
+  return launch_finalize_sorted_bf16(fp, stream);
+}
+
+}  // namespace fusekit::cuda_moe::sm90

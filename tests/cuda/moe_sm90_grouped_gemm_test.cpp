@@ -1,0 +1,225 @@
+// The Hopper BF16 grouped GEMM (src/cuda/moe/sm90/grouped_gemm_bf16_sm90.h) against an fp64
+// reference written here: every compiled tile x both weight layouts, uneven groups (empty
+// ones, single rows, sizes that are no multiple of any tile), n and k no multiple of a tile,
+// D poisoned with NaN so that unwritten rows are caught and rows outside every group must stay
+// untouched; a case whose A offsets pass 2^31 elements; bad arguments are errors.
+// Skips without an sm_90 GPU or without CUTLASS in the build.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "support/test_support.h"
+
+#if FUSEKIT_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+
+namespace fusekit::testing {
+namespace {
+
+using cuda_moe::sm90::GemmTile;
+using cuda_moe::sm90::GroupedGemmArgs;
+
+#define SKIP_WITHOUT_SM90()                                                                          \
+  do {                                                                                               \
+    FUSEKIT_SKIP_WITHOUT_GPU();                                                                      \
+    if (!cuda_moe::sm90::sm90_grouped_gemm_available(0)) GTEST_SKIP() << "no sm_90 GPU or no CUTLASS"; \
+  } while (0)
+
+struct Groups {
+  std::vector<std::int32_t> offsets;  // [G + 1], padded to 64 like align's runs
+  std::vector<std::int32_t> rows;     // [G]
+};
+
+Groups make_groups(const std::vector<std::int32_t>& rows) {
+  Groups g;
+  g.rows = rows;
+  g.offsets.push_back(0);
+  for (std::int32_t r : rows) g.offsets.push_back(g.offsets.back() + (r + 63) / 64 * 64);
+  return g;
+}
+
+float b_at(const std::vector<float>& b, MoeWeightLayout layout, std::int64_t g, std::int64_t col, std::int64_t kk,
+           std::int64_t n, std::int64_t k) {
+  return layout == MoeWeightLayout::kNK ? b[(g * n + col) * k + kk] : b[(g * k + kk) * n + col];
+}
+
+struct Case {
+  std::vector<std::int32_t> rows;
+  std::int64_t n, k;
+  MoeWeightLayout layout;
+  GemmTile tile;
+  bool pass_rows;  // false: rows = offsets' differences
+};
+
+void run_case(const Case& c) {
+  auto rng = make_rng();
+  Groups g = c.pass_rows ? make_groups(c.rows) : Groups{};
+  if (!c.pass_rows) {  // unpadded offsets: every row of each run is real
+    g.rows = c.rows;
+    g.offsets.push_back(0);
+    for (std::int32_t r : c.rows) g.offsets.push_back(g.offsets.back() + r);
+  }
+  const int G = static_cast<int>(c.rows.size());
+  const std::int64_t total = g.offsets.back();
+  const std::int64_t total_rows = std::max<std::int64_t>(total, 1);
+  const std::vector<float> a = quantize(random_floats(rng, total_rows * c.k), DType::kBF16);
+  const std::vector<float> b = quantize(random_floats(rng, G * c.n * c.k), DType::kBF16);
+  DeviceBuffer da = DeviceBuffer::from(to_bits(a, DType::kBF16));
+  DeviceBuffer db = DeviceBuffer::from(to_bits(b, DType::kBF16));
+  DeviceBuffer dd(total_rows * c.n * 2);
+  dd.poison();
+  DeviceBuffer doff = DeviceBuffer::from(g.offsets);
+  DeviceBuffer drows = DeviceBuffer::from(g.rows);
+  DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(G));
+
+  GroupedGemmArgs args;
+  args.a = static_cast<const __nv_bfloat16*>(da.data());
+  args.b = static_cast<const __nv_bfloat16*>(db.data());
+  args.d = static_cast<__nv_bfloat16*>(dd.data());
+  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  args.group_rows = c.pass_rows ? static_cast<const std::int32_t*>(drows.data()) : nullptr;
+  args.groups = G;
+  args.n = c.n;
+  args.k = c.k;
+  args.layout = c.layout;
+  args.tile = c.tile;
+  args.workspace = ws.data();
+  args.workspace_bytes = ws.bytes();
+  const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> d = from_bits(dd.to_host<std::uint16_t>(total_rows * c.n), DType::kBF16);
+
+  std::vector<float> got;
+  std::vector<double> ref;
+  std::int64_t untouched_violations = 0;
+  for (int gi = 0; gi < G; ++gi) {
+    const std::int64_t r0 = g.offsets[gi];
+    for (std::int64_t r = r0; r < g.offsets[gi + 1]; ++r) {
+      const bool real = r - r0 < g.rows[gi];
+      for (std::int64_t col = 0; col < c.n; ++col) {
+        const float v = d[r * c.n + col];
+        if (!real) {
+          if (!std::isnan(v)) ++untouched_violations;
+          continue;
+        }
+        double acc = 0;
+        for (std::int64_t kk = 0; kk < c.k; ++kk) acc += double(a[r * c.k + kk]) * b_at(b, c.layout, gi, col, kk, c.n, c.k);
+        got.push_back(v);
+        ref.push_back(acc);
+      }
+    }
+  }
+  EXPECT_EQ(untouched_violations, 0) << "rows outside every group were written";
+  if (ref.empty()) return;
+  double ref_max = 0;
+  for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
+  // bf16 output of an fp32 accumulation: half an ulp of the output plus fp32 summation error.
+  EXPECT_TRUE(within(compare(got, ref), 4e-3, ref_max / 128 + 1e-3))
+      << cuda_moe::sm90::gemm_tile_name(c.tile) << (c.layout == MoeWeightLayout::kNK ? " NK" : " KN");
+}
+
+class Sm90GroupedGemmTest : public ::testing::TestWithParam<std::tuple<GemmTile, MoeWeightLayout>> {};
+
+TEST_P(Sm90GroupedGemmTest, UnevenGroupsMatchReference) {
+  SKIP_WITHOUT_SM90();
+  const auto [tile, layout] = GetParam();
+  // Empty groups first, last and in the middle; 1 row; sizes around and past the tile edges.
+  run_case({{0, 1, 37, 0, 200, 129, 64, 0, 255, 3, 0}, 264, 152, layout, tile, true});
+}
+
+TEST_P(Sm90GroupedGemmTest, OffsetsOnlyAndLongK) {
+  SKIP_WITHOUT_SM90();
+  const auto [tile, layout] = GetParam();
+  run_case({{5, 70, 0, 133}, 136, 1032, layout, tile, false});
+}
+
+TEST_P(Sm90GroupedGemmTest, AllRowsInOneGroup) {
+  SKIP_WITHOUT_SM90();
+  const auto [tile, layout] = GetParam();
+  run_case({{0, 0, 777, 0}, 392, 256, layout, tile, true});
+}
+
+INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90GroupedGemmTest,
+                         ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
+                                                              GemmTile::kCooperative128x256),
+                                            ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
+
+// A group whose first row starts past 2^31 elements of A: the per-group pointers are 64-bit.
+TEST(Sm90GroupedGemm, OffsetsPast2To31Elements) {
+  SKIP_WITHOUT_SM90();
+  auto rng = make_rng();
+  const std::int64_t k = 4096, n = 64;
+  const std::int32_t far = 540000;  // 540000 * 4096 > 2^31
+  const std::vector<std::int32_t> offsets = {0, 64, far, far + 64};
+  const std::vector<std::int32_t> rows = {10, 0, 33};
+  const std::int64_t total = offsets.back();
+  DeviceBuffer da(std::size_t(total) * k * 2);
+  const std::vector<float> a0 = quantize(random_floats(rng, 10 * k), DType::kBF16);
+  const std::vector<float> a2 = quantize(random_floats(rng, 33 * k), DType::kBF16);
+  da.upload(to_bits(a0, DType::kBF16).data(), a0.size() * 2, 0);
+  da.upload(to_bits(a2, DType::kBF16).data(), a2.size() * 2, std::size_t(far) * k * 2);
+  const std::vector<float> b = quantize(random_floats(rng, 3 * n * k), DType::kBF16);
+  DeviceBuffer db = DeviceBuffer::from(to_bits(b, DType::kBF16));
+  DeviceBuffer dd(std::size_t(total) * n * 2);
+  dd.poison();
+  DeviceBuffer doff = DeviceBuffer::from(offsets), drows = DeviceBuffer::from(rows);
+  DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(3));
+  GroupedGemmArgs args;
+  args.a = static_cast<const __nv_bfloat16*>(da.data());
+  args.b = static_cast<const __nv_bfloat16*>(db.data());
+  args.d = static_cast<__nv_bfloat16*>(dd.data());
+  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  args.group_rows = static_cast<const std::int32_t*>(drows.data());
+  args.groups = 3;
+  args.n = n;
+  args.k = k;
+  args.tile = GemmTile::kPingpong64x128;
+  args.workspace = ws.data();
+  args.workspace_bytes = ws.bytes();
+  const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+  std::vector<std::uint16_t> bits(33 * n);
+  dd.download(bits.data(), bits.size() * 2, std::size_t(far) * n * 2);
+  const std::vector<float> got = from_bits(bits, DType::kBF16);
+  std::vector<double> ref(33 * n);
+  for (int r = 0; r < 33; ++r)
+    for (int col = 0; col < n; ++col) {
+      double acc = 0;
+      for (std::int64_t kk = 0; kk < k; ++kk) acc += double(a2[r * k + kk]) * b[(2 * n + col) * k + kk];
+      ref[r * n + col] = acc;
+    }
+  double ref_max = 0;
+  for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
+  EXPECT_TRUE(within(compare(got, ref), 4e-3, ref_max / 128 + 1e-3));
+}
+
+TEST(Sm90GroupedGemm, BadArgumentsAreErrors) {
+  SKIP_WITHOUT_SM90();
+  GroupedGemmArgs args;
+  args.groups = 0;
+  Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("groups must be in [1, 1024], got 0"), std::string::npos) << s.message();
+  args.groups = 4;
+  args.n = 100;
+  args.k = 64;
+  s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  EXPECT_NE(s.message().find("multiples of 8"), std::string::npos) << s.message();
+  args.n = 64;
+  DeviceBuffer buf(1 << 16);
+  args.a = reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(buf.data()) + 2);
+  args.b = args.a;
+  args.d = static_cast<__nv_bfloat16*>(buf.data());
+  s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  EXPECT_NE(s.message().find("16-byte aligned"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace fusekit::testing
+#endif  // FUSEKIT_WITH_CUDA

@@ -1,0 +1,292 @@
+// `fusekit tune moe`: the offline tuner of the Hopper MoE path. For each model shape and token
+// count it routes random tokens (k distinct experts each, uniform), aligns and permutes them as
+// the forward does, then times GEMM1 (N = 2I, K = H) and GEMM2 (N = H, K = I) with every
+// compiled tile and keeps the fastest of each. It prints the table and, with --write, writes it
+// as the C++ rows that gemm_config_sm90.cpp includes (src/cuda/moe/sm90/tuned_configs_sm90.inc);
+// each row serves the T range around its tuned T (geometric midpoints to its neighbours).
+//
+//   fusekit tune moe [--cases qwen3-30b-a3b,qwen3-235b-a22b,mixtral-8x7b] [--tokens 64,256,...]
+//                    [--layout nk|kn] [--write PATH] [--json PATH] [--iters N]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "cli.h"
+
+#if FUSEKIT_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "common/float_bits.h"
+#include "cuda/moe/gemm_config.h"
+#include "cuda/moe/kernels.h"
+#include "cuda/moe/sm90/gemm_config_sm90.h"
+#include "cuda/moe/sm90/moe_sm90.h"
+#endif
+
+namespace {
+
+#if FUSEKIT_WITH_CUDA
+struct ModelCase {
+  const char* name;
+  std::int64_t E, k, H, I;
+};
+constexpr ModelCase kCases[] = {
+    {"qwen3-30b-a3b", 128, 8, 2048, 768},
+    {"qwen3-235b-a22b", 128, 8, 4096, 1536},
+    {"mixtral-8x7b", 8, 2, 4096, 14336},
+};
+
+using fusekit::cuda_moe::sm90::GemmTile;
+constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
+                               GemmTile::kCooperative128x256};
+const char* tile_enum_name(GemmTile t) {
+  switch (t) {
+    case GemmTile::kPingpong64x128: return "kPingpong64x128";
+    case GemmTile::kCooperative128x128: return "kCooperative128x128";
+    case GemmTile::kCooperative128x256: return "kCooperative128x256";
+  }
+  return "?";
+}
+
+// Device memory for the tuner only; never zeros (zeros run faster than real data).
+struct Buf {
+  void* p = nullptr;
+  std::size_t bytes = 0;
+  explicit Buf(std::size_t b) : bytes(b) {
+    if (cudaMalloc(&p, std::max<std::size_t>(b, 256)) != cudaSuccess) p = nullptr;
+  }
+  ~Buf() { cudaFree(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
+
+// Fills a bf16 buffer with uniform values in [-scale, scale): one random 16 MiB block, copied
+// across the buffer.
+bool fill_random_bf16(void* dst, std::size_t elems, float scale, std::mt19937_64& rng) {
+  const std::size_t block = std::min<std::size_t>(elems, std::size_t(8) << 20);
+  std::vector<std::uint16_t> host(block);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  for (auto& h : host) h = fusekit::float_to_bf16_bits(dist(rng));
+  for (std::size_t at = 0; at < elems; at += block) {
+    const std::size_t n = std::min(block, elems - at);
+    if (cudaMemcpy(static_cast<std::uint16_t*>(dst) + at, host.data(), n * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
+      return false;
+    }
+  }
+  return true;
+}
+
+struct TunedRow {
+  const ModelCase* mc;
+  std::int64_t tokens;
+  GemmTile best1, best2;
+  double us1[3], us2[3];
+};
+
+int tune_moe(const fusekit::cli::Args& args) {
+  namespace sm90 = fusekit::cuda_moe::sm90;
+  int device = 0;
+  cudaGetDevice(&device);
+  if (!sm90::sm90_grouped_gemm_available(device)) {
+    std::printf("tune moe: needs an sm_90 GPU and a build with CUTLASS (device %s)\n",
+                fusekit::bench::device_name().c_str());
+    return 1;
+  }
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const std::string wanted = args.get("cases", "");
+  const std::vector<std::int64_t> token_list = args.get_int_list("tokens", {16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384});
+  const auto layout = args.get("layout", "nk") == "kn" ? fusekit::MoeWeightLayout::kKN : fusekit::MoeWeightLayout::kNK;
+  fusekit::bench::TimingOptions timing;
+  timing.warmup = 3;
+  timing.iters = static_cast<int>(args.get_int("iters", 20));
+  std::mt19937_64 rng(20261123);
+  cudaStream_t stream;
+  cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+
+  fusekit::bench::BenchRun run;
+  run.device = fusekit::bench::device_name();
+  run.commit = fusekit::bench::git_commit();
+  run.date = fusekit::bench::today();
+  run.command = args.command_line;
+  std::vector<TunedRow> rows;
+
+  for (const ModelCase& mc : kCases) {
+    if (!wanted.empty() && wanted.find(mc.name) == std::string::npos) continue;
+    const std::int64_t max_T = *std::max_element(token_list.begin(), token_list.end());
+    const std::int64_t max_pairs = max_T * mc.k;
+    const std::int64_t block_m = fusekit::cuda_moe::kBlockM;
+    const std::int64_t max_cap = fusekit::cuda_moe::align_capacity_rows(max_T, mc.k, mc.E, block_m);
+    Buf w1(std::size_t(mc.E) * 2 * mc.I * mc.H * 2), w2(std::size_t(mc.E) * mc.H * mc.I * 2);
+    Buf x(std::size_t(max_T) * mc.H * 2), ids(max_pairs * 4), sorted(max_cap * 4), expert_ids(max_cap / block_m * 4),
+        offsets((mc.E + 1) * 4), total(4), inv(max_pairs * 4), group_rows(mc.E * 4);
+    Buf xs(std::size_t(max_cap) * mc.H * 2), h(std::size_t(max_cap) * 2 * mc.I * 2),
+        act(std::size_t(max_cap) * mc.I * 2), y(std::size_t(max_cap) * mc.H * 2);
+    Buf ws1(sm90::grouped_gemm_bf16_sm90_workspace_size(int(mc.E)));
+    if (!w1.p || !w2.p || !x.p || !xs.p || !h.p || !act.p || !y.p || !ws1.p) {
+      std::printf("tune moe: out of device memory for %s\n", mc.name);
+      return 1;
+    }
+    fill_random_bf16(w1.p, w1.bytes / 2, 1.f / std::sqrt(float(mc.H)), rng);
+    fill_random_bf16(w2.p, w2.bytes / 2, 1.f / std::sqrt(float(mc.I)), rng);
+    fill_random_bf16(x.p, x.bytes / 2, 1.f, rng);
+    fill_random_bf16(act.p, act.bytes / 2, 1.f, rng);
+
+    for (std::int64_t T : token_list) {
+      if (fusekit::cuda_moe::use_decode_path(T, mc.k)) continue;  // the decode GEMVs serve these
+      const std::int64_t pairs = T * mc.k;
+      std::vector<std::int32_t> host_ids;
+      std::vector<std::int32_t> perm(mc.E);
+      for (std::int64_t t = 0; t < T; ++t) {
+        std::iota(perm.begin(), perm.end(), 0);
+        for (std::int64_t j = 0; j < mc.k; ++j) {
+          std::uniform_int_distribution<std::int64_t> pick(j, mc.E - 1);
+          std::swap(perm[j], perm[pick(rng)]);
+          host_ids.push_back(perm[j]);
+        }
+      }
+      cudaMemcpy(ids.p, host_ids.data(), pairs * 4, cudaMemcpyHostToDevice);
+      const std::int64_t cap = fusekit::cuda_moe::align_capacity_rows(T, mc.k, mc.E, block_m);
+      fusekit::cuda_moe::AlignParams ap;
+      ap.topk_ids = static_cast<const std::int32_t*>(ids.p);
+      ap.pairs = pairs;
+      ap.num_experts = int(mc.E);
+      ap.block_m = int(block_m);
+      ap.capacity = cap;
+      ap.sorted_token_ids = static_cast<std::int32_t*>(sorted.p);
+      ap.expert_ids = static_cast<std::int32_t*>(expert_ids.p);
+      ap.expert_offsets = static_cast<std::int32_t*>(offsets.p);
+      ap.num_tokens_post_padded = static_cast<std::int32_t*>(total.p);
+      sm90::PermuteParams pp;
+      pp.x = static_cast<const __nv_bfloat16*>(x.p);
+      pp.x_row_stride = mc.H;
+      pp.sorted_token_ids = ap.sorted_token_ids;
+      pp.expert_offsets = ap.expert_offsets;
+      pp.num_tokens_post_padded = ap.num_tokens_post_padded;
+      pp.capacity = cap;
+      pp.pairs = pairs;
+      pp.top_k = int(mc.k);
+      pp.num_experts = int(mc.E);
+      pp.hidden = mc.H;
+      pp.xs = static_cast<__nv_bfloat16*>(xs.p);
+      pp.inv = static_cast<std::int32_t*>(inv.p);
+      pp.group_rows = static_cast<std::int32_t*>(group_rows.p);
+      fusekit::Status st = fusekit::cuda_moe::launch_align_block_m(ap, stream);
+      if (st.ok()) st = sm90::launch_permute_rows_bf16(pp, stream);
+      cudaStreamSynchronize(stream);
+      if (!st.ok()) {
+        std::printf("tune moe: %s\n", st.to_string().c_str());
+        return 1;
+      }
+
+      TunedRow row{&mc, T, GemmTile::kPingpong64x128, GemmTile::kPingpong64x128, {0, 0, 0}, {0, 0, 0}};
+      double best1 = 1e30, best2 = 1e30;
+      for (int ti = 0; ti < 3; ++ti) {
+        sm90::GroupedGemmArgs g;
+        g.group_offsets = ap.expert_offsets;
+        g.group_rows = pp.group_rows;
+        g.groups = int(mc.E);
+        g.layout = layout;
+        g.tile = kTiles[ti];
+        g.workspace = ws1.p;
+        g.workspace_bytes = ws1.bytes;
+        sm90::GroupedGemmArgs g1 = g, g2 = g;
+        g1.a = pp.xs;
+        g1.b = static_cast<const __nv_bfloat16*>(w1.p);
+        g1.d = static_cast<__nv_bfloat16*>(h.p);
+        g1.n = 2 * mc.I;
+        g1.k = mc.H;
+        g2.a = static_cast<const __nv_bfloat16*>(act.p);
+        g2.b = static_cast<const __nv_bfloat16*>(w2.p);
+        g2.d = static_cast<__nv_bfloat16*>(y.p);
+        g2.n = mc.H;
+        g2.k = mc.I;
+        fusekit::Status s1, s2;
+        const double us1 = fusekit::bench::median_us(
+            [&](int, cudaStream_t s) { s1 = sm90::grouped_gemm_bf16_sm90(g1, s); }, timing, stream);
+        const double us2 = fusekit::bench::median_us(
+            [&](int, cudaStream_t s) { s2 = sm90::grouped_gemm_bf16_sm90(g2, s); }, timing, stream);
+        if (!s1.ok() || !s2.ok() || cudaGetLastError() != cudaSuccess) {
+          std::printf("tune moe: %s failed: %s %s\n", sm90::gemm_tile_name(kTiles[ti]), s1.to_string().c_str(),
+                      s2.to_string().c_str());
+          return 1;
+        }
+        row.us1[ti] = us1;
+        row.us2[ti] = us2;
+        if (us1 < best1) best1 = us1, row.best1 = kTiles[ti];
+        if (us2 < best2) best2 = us2, row.best2 = kTiles[ti];
+        const double flops1 = 2.0 * pairs * double(2 * mc.I) * mc.H, flops2 = 2.0 * pairs * double(mc.H) * mc.I;
+        for (int which = 0; which < 2; ++which) {
+          fusekit::bench::BenchRecord r;
+          r.op = which == 0 ? "moe_gemm1" : "moe_gemm2";
+          r.impl = std::string("fusekit_sm90_") + sm90::gemm_tile_name(kTiles[ti]);
+          r.case_name = mc.name;
+          std::ostringstream params;
+          params << "{\"e\": " << mc.E << ", \"k\": " << mc.k << ", \"h\": " << mc.H << ", \"i\": " << mc.I
+                 << ", \"layout\": \"" << (layout == fusekit::MoeWeightLayout::kNK ? "nk" : "kn") << "\"}";
+          r.params_json = params.str();
+          r.tokens = T;
+          r.median_us = which == 0 ? us1 : us2;
+          r.tflops = (which == 0 ? flops1 : flops2) / (r.median_us * 1e-6) / 1e12;
+          run.records.push_back(r);
+        }
+      }
+      std::printf("%-16s T=%6lld  gemm1 us: %9.1f %9.1f %9.1f -> %-28s gemm2 us: %9.1f %9.1f %9.1f -> %s\n", mc.name,
+                  static_cast<long long>(T), row.us1[0], row.us1[1], row.us1[2], sm90::gemm_tile_name(row.best1),
+                  row.us2[0], row.us2[1], row.us2[2], sm90::gemm_tile_name(row.best2));
+      std::fflush(stdout);
+      rows.push_back(row);
+    }
+  }
+  cudaStreamDestroy(stream);
+
+  // Table rows: each tuned T serves up to the geometric midpoint to its neighbours.
+  std::ostringstream inc;
+  inc << "// Generated by `fusekit tune moe` on " << run.device << " (" << sms << " SMs), " << run.date
+      << ", commit " << run.commit << ".\n// Re-run the tuner to change it. Rows: {E, top_k, H, I, SM count, T lo, T hi, "
+         "gemm1 tile, gemm2 tile}.\n";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const TunedRow& r = rows[i];
+    const bool first = i == 0 || rows[i - 1].mc != r.mc;
+    const bool last = i + 1 == rows.size() || rows[i + 1].mc != r.mc;
+    const std::int64_t lo = first ? 1 : static_cast<std::int64_t>(std::sqrt(double(rows[i - 1].tokens) * r.tokens)) + 1;
+    const std::int64_t hi = last ? std::numeric_limits<std::int32_t>::max()
+                                 : static_cast<std::int64_t>(std::sqrt(double(rows[i + 1].tokens) * r.tokens));
+    inc << "    {" << r.mc->E << ", " << r.mc->k << ", " << r.mc->H << ", " << r.mc->I << ", " << sms << ", " << lo
+        << ", " << hi << ", " << tile_enum_name(r.best1) << ", " << tile_enum_name(r.best2) << "},  // " << r.mc->name
+        << " T=" << r.tokens << "\n";
+  }
+  std::printf("\n%s", inc.str().c_str());
+  if (args.has("write")) {
+    std::ofstream f(args.get("write", ""));
+    f << inc.str();
+    if (!f) {
+      std::printf("tune moe: cannot write %s\n", args.get("write", "").c_str());
+      return 1;
+    }
+  }
+  if (args.has("json") && !fusekit::bench::write_json(run, args.get("json", ""))) {
+    std::printf("tune moe: cannot write %s\n", args.get("json", "").c_str());
+    return 1;
+  }
+  return 0;
+}
+#else
+int tune_moe(const fusekit::cli::Args&) {
+  std::printf("tune moe: this build has no CUDA backend\n");
+  return 1;
+}
+#endif
+
+FUSEKIT_CLI_COMMAND("tune", "moe", "time the Hopper MoE GEMM tiles per shape and T; --write the tuned table",
+                    tune_moe);
+
+}  // namespace
