@@ -1,0 +1,1 @@
+"""Drop-in integrations of fusekit operators into model libraries."""
