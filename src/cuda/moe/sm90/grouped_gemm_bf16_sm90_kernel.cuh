@@ -20,6 +20,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <string>
 
 #include "cute/tensor.hpp"
@@ -34,6 +35,8 @@
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
 
 namespace fusekit::cuda_moe::sm90::detail {
+
+constexpr int kMaxDevicesSeen = 64;
 
 using cute::_1;
 using cute::_2;
@@ -167,10 +170,26 @@ Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, co
     return Status(StatusCode::kInternal, std::string(name) + ": CUTLASS workspace larger than reserved (" +
                                              std::to_string(Gemm::get_workspace_size(args)) + " bytes)");
   }
-  Gemm gemm;
-  cutlass::Status st = gemm.can_implement(args);
-  if (st == cutlass::Status::kSuccess) st = gemm.initialize(args, arr.cutlass_workspace, stream);
-  if (st == cutlass::Status::kSuccess) st = gemm.run(stream);
+  // The shared-memory opt-in is a per-device function attribute: set it once per device, outside
+  // any capture (the adapter's initialize() would call it on every launch).
+  using GemmKernel = typename G::GemmKernel;
+  static std::atomic<bool> smem_attribute_set[kMaxDevicesSeen];
+  if (hw.device_id < 0 || hw.device_id >= kMaxDevicesSeen) {
+    return invalid_argument(std::string(name) + ": device ordinal out of range");
+  }
+  if (!smem_attribute_set[hw.device_id].load(std::memory_order_acquire)) {
+    FUSEKIT_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(cutlass::device_kernel<GemmKernel>,
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      int(GemmKernel::SharedStorageSize)));
+    smem_attribute_set[hw.device_id].store(true, std::memory_order_release);
+  }
+  cutlass::Status st = Gemm::can_implement(args);
+  if (st == cutlass::Status::kSuccess) st = GemmKernel::initialize_workspace(args, arr.cutlass_workspace, stream);
+  typename GemmKernel::Params params;
+  if (st == cutlass::Status::kSuccess) {
+    params = GemmKernel::to_underlying_arguments(args, arr.cutlass_workspace);
+    st = Gemm::run(params, stream);
+  }
   if (st != cutlass::Status::kSuccess) {
     return Status(StatusCode::kCudaError,
                   std::string(name) + ": CUTLASS grouped GEMM failed: " + cutlassGetStatusString(st));

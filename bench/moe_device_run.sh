@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One GPU-machine call for the MoE Hopper work: build (with the Python extension), the C-ABI
+# bench shim, the MoE GPU tests, `fusekit tune moe`, the peer benchmark and its plots.
+# Everything worth keeping lands in $OUT (at most 8 files). Run here first:
+#   bash scripts/device_carry.sh
+# then on the device (carry [".carry"]):  bash bench/moe_device_run.sh
+# Knobs: MOE_TESTS (ctest -R regex), TUNE=0 (skip the tuner), BENCH_ARGS (extra moe_peers.py args).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/moe_out}
+mkdir -p "$OUT"
+LOG="$OUT/moe_device_log.txt"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+{
+  stamp "build"
+  FUSEKIT_CMAKE_ARGS="-DFUSEKIT_BUILD_PYTHON=ON" bash scripts/device_build.sh
+  stamp "shim"
+  g++ -O2 -shared -fPIC bench/fusekit_moe_shim.cpp -Iinclude -Isrc -I/usr/local/cuda/include \
+    build-device/src/libfusekit.a -L/usr/local/cuda/lib64 -lcudart -lcublas -o build-device/libfusekit_moe_shim.so \
+    || echo "shim build FAILED"
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
+  stamp "tests"
+  ctest --test-dir build-device -R "${MOE_TESTS:-moe_sm90}" --output-on-failure --timeout 240 2>&1 | tail -60
+  if [ "${TUNE:-1}" != 0 ]; then
+    stamp "tune"
+    ./build-device/fusekit tune moe --write "$OUT/tuned_configs_sm90.inc" --json "$OUT/moe_tune_h100.json"
+  fi
+  stamp "bench"
+  FUSEKIT_PRINT_CONFIG=1 PYTHONPATH=python python3 bench/moe_peers.py --out "$OUT/moe_h100.json" ${BENCH_ARGS:-}
+  python3 bench/plot_moe.py "$OUT/moe_h100.json" --out-dir "$OUT"
+  stamp "done"
+} > "$LOG" 2>&1
+# The reply carries the tail: keep the tables, not the build noise.
+grep -E "^\[[0-9]+s\]|FAILED|Failed|failed|error:|tests passed|Passed|device |fusekit via|T=|wrote|SKIPPED|PASSED|\[fusekit\]" "$LOG" | tail -150
