@@ -15,6 +15,18 @@
 // moe_forward never allocates and never synchronises with the host on the `cuda` backend:
 // it can be captured in a CUDA graph and replayed for any T <= config.max_tokens. The
 // workspace is sized once by moe_workspace_size(config) and owned by the caller.
+//
+// Defined behaviour on awkward inputs (all backends):
+//   - NaN router logits are -inf for selection, so ids always stay in [0, E). Softmax: a NaN
+//     expert gets probability 0 and the others are normalised among themselves; a row of only
+//     NaN/-inf picks experts 0..k-1 with weight 0. Sigmoid: a NaN expert scores 0 (its biased
+//     score is its bias). Ties go to the lower expert (and group) index. Logits of +inf are
+//     not supported (weights become NaN; ids stay in range).
+//   - Precomputed topk_ids outside [0, E) (moe_forward_routed, moe_align) belong to no expert:
+//     their slot contributes nothing to out.
+//   - T = 0 is valid: nothing is launched or written.
+// Errors: every entry point validates all of its arguments first and returns a Status naming
+// the argument, the expectation and what was given; nothing is launched or written then.
 #pragma once
 
 #include <cstddef>
@@ -82,7 +94,8 @@ struct MoeLayer {
 };
 
 struct MoeWorkspace {
-  void* data = nullptr;  // device memory for cuda backends, host memory for cpu; 256-byte aligned
+  // Device memory for the cuda backends (256-byte aligned), host memory for cpu (16-byte aligned).
+  void* data = nullptr;
   std::size_t bytes = 0;
 };
 
@@ -100,9 +113,10 @@ struct MoeRouted {
 // function of the config.
 Status moe_workspace_size(const MoeConfig& config, std::size_t* bytes);
 
-// Optional, once per layer: copies weights into `dst` (same shapes as `src`, layout
-// config.layout of dst) in the layout the fastest kernel reads; forward with
-// MoeLayer{config_with_that_layout, dst}. Returns the preferred layout through `layout`.
+// Optional, once per layer: copies `src` (layout config.layout) into `dst`, which has the shapes
+// of layout moe_preferred_layout(config), the layout the fastest kernel reads; then forward
+// with MoeLayer{config with layout = moe_preferred_layout(config), dst}. Host weights are
+// repacked on the host before returning; device weights on `stream`.
 MoeWeightLayout moe_preferred_layout(const MoeConfig& config);
 Status moe_prepare_weights(const MoeConfig& config, const MoeWeights& src, const MoeWeights& dst, void* stream);
 
@@ -114,9 +128,12 @@ Status moe_forward_routed(const MoeLayer& layer, const TensorView& x, const MoeR
                           const TensorView& out, const MoeWorkspace& workspace, void* stream);
 
 // ---- Stages: each a public function with its own CPU oracle and tests. The backend follows
-// the tensors' device (cpu or cuda). ----
+// the tensors' device (cpu or cuda); config.backend and config.max_tokens are not used. ----
 
-// The output of align. Capacity: moe_align_capacity(T, k, E, block_m) rows.
+// The output of align. capacity: at least moe_align_capacity(T, k, E, block_m) rows and a
+// multiple of block_m (a buffer sized for more tokens may be reused). Each expert's run holds
+// its pairs in increasing pair index, then padding up to a multiple of block_m; rows past the
+// padded total hold T*k as well. All four tensors: packed int32 on one device.
 struct MoeAlignment {
   std::int64_t block_m = 0;
   TensorView sorted_token_ids;        // [capacity] int32: pair index t*k+j; padding rows hold T*k
@@ -126,6 +143,10 @@ struct MoeAlignment {
 };
 std::int64_t moe_align_capacity(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts,
                                 std::int64_t block_m);
+// The block_m that moe_gemm1_swiglu / moe_gemm2 accept for tensors on `device` (cuda: the one
+// its grouped GEMMs are built for, 0 in a build without CUDA; cpu: any block_m >= 1 works, this
+// is the cpu forward's own choice). moe_align accepts any block_m in [1, 4096].
+std::int64_t moe_align_block_m(const MoeConfig& config, DeviceType device);
 
 Status moe_route(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed, void* stream);
 Status moe_align(const MoeConfig& config, const TensorView& topk_ids, const MoeAlignment& alignment, void* stream);
