@@ -22,6 +22,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -46,9 +47,37 @@ bool is_dtype_message(const std::string& m) {
   return m.find("expected dtype") != std::string::npos || m.find("expected the dtype") != std::string::npos;
 }
 
+// The library names arguments by their C++ path (router.logits, layer.weights.w1, ...); a
+// Python caller passed them as keyword arguments, so the leading name is spelled that way.
+std::string python_names(const std::string& message) {
+  static const char* const kRenames[][2] = {
+      {"router.logits", "router_logits"},
+      {"router.correction_bias", "correction_bias"},
+      {"layer.weights.w1", "w1"},
+      {"layer.weights.w2", "w2"},
+      {"routed.topk_ids", "topk_ids"},
+      {"routed.topk_weights", "topk_weights"},
+      {"params.rotary.positions", "positions"},
+      {"params.rotary.cos_sin_cache", "cos_sin_cache"},
+      {"params.rotary.rotary_dim", "rotary_dim"},
+      {"params.rotary.style", "rotary"},
+      {"config.routing.mode", "routing"},
+      {"config.routing.norm", "renormalize"},
+      {"config.routing.", ""},
+      {"layer.config.", ""},
+      {"config.", ""},
+      {"params.", ""},
+  };
+  for (const auto& r : kRenames) {
+    const std::string from = r[0];
+    if (message.compare(0, from.size(), from) == 0) return r[1] + message.substr(from.size());
+  }
+  return message;
+}
+
 void raise_if_error(const Status& s) {
   if (s.ok()) return;
-  const std::string& m = s.message();
+  const std::string m = python_names(s.message());
   switch (s.code()) {
     case StatusCode::kInvalidArgument:
       if (is_dtype_message(m)) throw nb::type_error(m.c_str());
@@ -121,6 +150,15 @@ TensorView view_of(const Array& a, const char* name) {
   for (int d = 0; d < t.rank; ++d) {
     t.shape[d] = static_cast<std::int64_t>(a.shape(d));
     t.strides[d] = static_cast<std::int64_t>(a.stride(d));
+  }
+  if (t.numel() == 0) {
+    // Exporters disagree on the strides of an empty array (NumPy's DLPack gives zeros); it has
+    // no element to address, so describe it as packed.
+    std::int64_t stride = 1;
+    for (int d = t.rank - 1; d >= 0; --d) {
+      t.strides[d] = stride;
+      stride *= std::max<std::int64_t>(t.shape[d], 1);
+    }
   }
   t.data = const_cast<void*>(static_cast<const void*>(a.data()));
   const int dev = a.device_type();
