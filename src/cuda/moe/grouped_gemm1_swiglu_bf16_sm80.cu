@@ -3,8 +3,9 @@
 //   row in the sorted order, t = sorted_token_ids[row] / top_k, e = expert_ids[row / BM];
 //   gate c = weight row/column c, up c = weight row/column I + c.
 // Shapes: x [T, H] (row stride given), W1 NK [E, 2I, H] | KN [E, H, 2I], act [capacity, I].
-// Padding rows (pair = T*k) get zeros; blocks at or past num_tokens_post_padded exit at once,
-// so the grid (capacity / BM x ceil(I / 64)) never depends on device-side counts (graph safe).
+// Padding rows (pair = T*k) get zeros; blocks at or past num_tokens_post_padded exit at once
+// (or write zero rows when zero_rows_past_total, for the public stage), so the grid
+// (capacity / BM x ceil(I / 64)) never depends on device-side counts (graph safe).
 // Tile 64 x (64 gate + 64 up) x 32, 4 warps (2 x 2, warp 32 x 32 outputs), 3 stages.
 // Limits: H % 8 == 0, I % 8 == 0, E <= 512; block_m must equal the tile's 64 rows.
 #include "common/cuda_check.h"
@@ -21,11 +22,19 @@ __global__ void __launch_bounds__(Gemm1Tile::THREADS) grouped_gemm1_swiglu_bf16_
   __shared__ alignas(128) __nv_bfloat16 smem_a[Cfg::STAGES * Cfg::A_STAGE];
   __shared__ alignas(128) __nv_bfloat16 smem_b[Cfg::STAGES * Cfg::B_STAGE];
   const std::int64_t m0 = static_cast<std::int64_t>(blockIdx.x) * Cfg::BM;
-  if (m0 >= *p.num_tokens_post_padded) return;
-  const int expert = p.expert_ids[blockIdx.x];
-  if (expert < 0 || expert >= p.num_experts) return;
   const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.y) * Cfg::BN_OUT;
   const int tid = threadIdx.x;
+  const int expert = p.expert_ids[blockIdx.x];
+  if (m0 >= *p.num_tokens_post_padded || expert < 0 || expert >= p.num_experts) {
+    if (p.zero_rows_past_total) {
+      for (int i = tid; i < Cfg::BM * (Cfg::BN_OUT / 2); i += Cfg::THREADS) {
+        const std::int64_t row = m0 + i / (Cfg::BN_OUT / 2);
+        const std::int64_t col = n0 + (i % (Cfg::BN_OUT / 2)) * 2;
+        if (col < p.n) *reinterpret_cast<__nv_bfloat162*>(p.out + row * p.out_row_stride + col) = __floats2bfloat162_rn(0.f, 0.f);
+      }
+    }
+    return;
+  }
 
   const __nv_bfloat16* row_src[Cfg::A_CHUNKS];
 #pragma unroll

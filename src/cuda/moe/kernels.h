@@ -66,6 +66,9 @@ struct GroupedGemmParams {
   int block_m = 0;
   std::int64_t n = 0;  // output columns
   std::int64_t k = 0;  // reduction length
+  // gemm1 only: blocks at or past num_tokens_post_padded write zero rows instead of exiting
+  // (the public gemm1_swiglu stage writes every row of act; forward skips that traffic).
+  bool zero_rows_past_total = false;
 };
 Status launch_grouped_gemm1_swiglu_bf16_sm80(const GroupedGemmParams& p, cudaStream_t stream);
 Status launch_grouped_gemm2_bf16_sm80(const GroupedGemmParams& p, cudaStream_t stream);

@@ -1,5 +1,5 @@
 // route (sigmoid + correction bias + grouped top-k, DeepSeek-V3): for each token t
-//   s[e] = sigmoid(l[e])                       (fp32; NaN logit -> -inf -> s = 0)
+//   s[e] = sigmoid(l[e])                       (fp64 rounded to fp32; NaN logit -> -inf -> s = 0)
 //   b[e] = s[e] + bias[e]                      (bias absent -> 0; NaN -> -inf for selection)
 //   group g (E / G consecutive experts) scores sum of its 2 largest b (its only b if E/G = 1)
 //   keep the topk_groups best groups (ties to the lower group), then the k best b among their
@@ -39,7 +39,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_sigmoid_grouped_top
     biased[s] = -INFINITY;
     if (e < E) {
       const float l = load_logit(p.logits, p.logits_type, t * p.logits_row_stride + e);
-      score[s] = 1.0f / (1.0f + expf(-l));
+      // fp64 then one rounding, as the CPU oracle does: ids then agree bit for bit.
+      score[s] = static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(l))));
       float b = score[s] + (p.correction_bias ? p.correction_bias[e] : 0.f);
       biased[s] = isnan(b) ? -INFINITY : b;
       biased_row[e] = biased[s];
@@ -65,7 +66,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_sigmoid_grouped_top
             top2 = v;
           }
         }
-        gscore[s] = group_size == 1 ? top1 : top1 + top2;
+        const float gs = group_size == 1 ? top1 : top1 + top2;
+        gscore[s] = isnan(gs) ? -INFINITY : gs;
         group_left |= 1u << s;
         group_chosen[warp][g] = 0;
       }

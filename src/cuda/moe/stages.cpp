@@ -86,6 +86,7 @@ Status gemm1_swiglu(const MoeLayer& layer, const TensorView& x, const MoeAlignme
   p.out_row_stride = act.strides[0];
   p.n = layer.config.intermediate;
   p.k = layer.config.hidden;
+  p.zero_rows_past_total = true;
   return launch_grouped_gemm1_swiglu_bf16_sm80(p, stream);
 }
 
