@@ -21,15 +21,39 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
     || echo "shim build FAILED"
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
   stamp "tests"
-  ctest --test-dir build-device -R "${MOE_TESTS:-moe_sm90}" --output-on-failure --timeout 240 2>&1 | tail -60
+  ctest --test-dir build-device -R "${MOE_TESTS:-moe_sm90|moe_cuda_kernels}" --output-on-failure --timeout 240 2>&1 | tail -60
+  # The layer through the `cuda` backend's forward (which takes the Hopper path for prefill):
+  # graph replay, run-to-run identity, one expert, NaN logits, 64-bit offsets, prepared weights.
+  [ "${LAYER_TESTS:-1}" != 0 ] && timeout 200 ./build-device/tests/moe_cuda_test --gtest_filter="${LAYER_FILTER:-MoeCuda.*}" 2>&1 \
+    | grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) *\]|Failure|error" | tail -30
   if [ "${TUNE:-1}" != 0 ]; then
     stamp "tune"
     ./build-device/fusekit tune moe --write "$OUT/tuned_configs_sm90.inc" --json "$OUT/moe_tune_h100.json"
   fi
-  stamp "bench"
-  FUSEKIT_PRINT_CONFIG=1 PYTHONPATH=python python3 bench/moe_peers.py --out "$OUT/moe_h100.json" ${BENCH_ARGS:-}
+  stamp "probe"
+  export PYTHONPATH=python FUSEKIT_PRINT_CONFIG=1
+  VIA=""
+  for via in ${FUSEKIT_VIA:-python shim}; do
+    if python3 -X faulthandler bench/moe_peers.py --probe --fusekit-via "$via"; then VIA=$via; break; fi
+    echo "probe: fusekit via $via FAILED"
+  done
+  stamp "bench (fusekit via ${VIA:-none})"
+  # A crash (segfault) ends a process, not the run: resume past the row that crashed.
+  SKIP=""
+  for attempt in 1 2 3 4; do
+    RESUME=""; [ "$attempt" -gt 1 ] && RESUME="--resume"
+    python3 -X faulthandler bench/moe_peers.py --out "$OUT/moe_h100.json" --fusekit-via "${VIA:-shim}" \
+      $RESUME --skip "$SKIP" ${BENCH_ARGS:-} > "$OUT/bench_attempt.txt" 2>&1
+    rc=$?
+    cat "$OUT/bench_attempt.txt"
+    [ $rc -eq 0 ] && break
+    last=$(grep '^RUN ' "$OUT/bench_attempt.txt" | tail -1 | cut -d' ' -f2)
+    echo "bench process exited $rc during $last; resuming without it"
+    SKIP="$SKIP,$last"
+  done
+  rm -f "$OUT/bench_attempt.txt"
   python3 bench/plot_moe.py "$OUT/moe_h100.json" --out-dir "$OUT"
   stamp "done"
 } > "$LOG" 2>&1
 # The reply carries the tail: keep the tables, not the build noise.
-grep -E "^\[[0-9]+s\]|FAILED|Failed|failed|error:|tests passed|Passed|device |fusekit via|T=|wrote|SKIPPED|PASSED|\[fusekit\]" "$LOG" | tail -150
+grep -E "^\[[0-9]+s\]|FAILED|Failed|failed|error:|tests passed|Passed|device |fusekit via|probe|exited|T=|wrote|SKIPPED|PASSED|Fatal|\[fusekit\]" "$LOG" | tail -150

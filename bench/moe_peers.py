@@ -228,6 +228,54 @@ def git_commit():
         return "unknown"
 
 
+def pick_fusekit(want, shim_path, cli_path):
+    """(via, shim): the Python package, else the ctypes shim, else the CLI."""
+    if want in ("auto", "python"):
+        try:
+            import fusekit
+
+            if not fusekit.with_cuda:
+                raise ImportError("fusekit was built without CUDA")
+            return "python", None
+        except Exception as e:  # noqa: BLE001
+            print(f"fusekit Python package not usable ({type(e).__name__}: {e})", flush=True)
+    if want in ("auto", "shim") and os.path.exists(shim_path):
+        return "ctypes-shim", FusekitShim(shim_path)
+    if os.path.exists(cli_path):
+        return "cli", None
+    return None, None
+
+
+def fusekit_fn(via, shim, w1, w2, xs, lg, E, k, H, I, T, sets):
+    outs = [torch.empty(T, H, device="cuda", dtype=torch.bfloat16) for _ in range(sets)]
+    if via == "ctypes-shim":
+        run = shim.layer(E, k, H, I, T)
+        return lambda i: run(xs[i], lg[i], w1, w2, outs[i])
+    if via == "python":
+        pyrun = fusekit_python_layer(w1, w2, k, T)
+        return lambda i: pyrun(xs[i], lg[i], outs[i])
+    raise RuntimeError(f"fusekit via {via} cannot run in-process")
+
+
+def probe(via, shim_path):
+    """Runs fusekit once per path (decode and prefill sizes) against the reference; exit code 0 if right."""
+    via, shim = pick_fusekit(via, shim_path, "")
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    E, k, H, I = CASES["qwen3-30b-a3b"]
+    w1 = (torch.randn(E, 2 * I, H, device="cuda", dtype=torch.bfloat16, generator=gen) / H**0.5).contiguous()
+    w2 = (torch.randn(E, H, I, device="cuda", dtype=torch.bfloat16, generator=gen) / I**0.5).contiguous()
+    ok = True
+    for T in (1, 64):
+        xs = [torch.randn(T, H, device="cuda", dtype=torch.bfloat16, generator=gen)]
+        lg = [make_logits(T, E, gen)]
+        out = fusekit_fn(via, shim, w1, w2, xs, lg, E, k, H, I, T, 1)(0)
+        torch.cuda.synchronize()
+        rel_l2, max_rel, finite = rel_errors(out, reference(xs[0], lg[0], w1, w2, k, I))
+        print(f"probe fusekit via {via}: T={T} rel_l2={rel_l2:.2e} finite={finite}", flush=True)
+        ok = ok and finite and rel_l2 < 2e-2
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results/moe_h100.json")
@@ -237,12 +285,17 @@ def main():
     ap.add_argument("--shim", default="build-device/libfusekit_moe_shim.so")
     ap.add_argument("--cli", default="build-device/fusekit")
     ap.add_argument("--fusekit-via", default="auto", choices=["auto", "python", "shim", "cli"])
+    ap.add_argument("--probe", action="store_true", help="only check that fusekit runs and is right (exit code)")
+    ap.add_argument("--resume", action="store_true", help="keep the records already in --out, run the rest")
+    ap.add_argument("--skip", default="", help="case:T:impl,... recorded as crashed, not run")
     ap.add_argument("--graph-max-tokens", type=int, default=1024)
     ap.add_argument("--graph-batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--sets", type=int, default=4, help="input sets rotated between calls")
     ap.add_argument("--time-budget-s", type=float, default=1e9, help="skip remaining rows past this wall time")
     args = ap.parse_args()
+    if args.probe:
+        sys.exit(probe(args.fusekit_via, args.shim))
     t_start = datetime.datetime.now()
 
     torch.manual_seed(0)
@@ -253,34 +306,48 @@ def main():
           flush=True)
 
     impls = args.impls.split(",")
-    fusekit_via = None
-    shim = None
+    fusekit_via, shim = (None, None)
     if "fusekit" in impls:
-        want = args.fusekit_via
-        if want in ("auto", "python"):
-            try:
-                import fusekit
-
-                if not fusekit.with_cuda:
-                    raise ImportError("fusekit was built without CUDA")
-                fusekit_via = "python"
-            except Exception as e:  # noqa: BLE001
-                print(f"fusekit Python package not usable ({type(e).__name__}: {e})", flush=True)
-        if fusekit_via is None and want in ("auto", "shim") and os.path.exists(args.shim):
-            shim = FusekitShim(args.shim)
-            fusekit_via = "ctypes-shim"
-        if fusekit_via is None and os.path.exists(args.cli):
-            fusekit_via = "cli"
+        fusekit_via, shim = pick_fusekit(args.fusekit_via, args.shim, args.cli)
         print(f"fusekit via: {fusekit_via}", flush=True)
 
-    records = []
+    result = {
+        "device": torch.cuda.get_device_name(), "commit": git_commit(),
+        "date": datetime.date.today().isoformat(), "command": " ".join(["python3"] + sys.argv),
+        "copy_gbps": copy_gbps, "matmul_tflops": matmul_tflops, "fusekit_via": fusekit_via,
+        "torch": torch.__version__, "triton": __import__("triton").__version__, "records": [],
+        "processes": 1,
+    }
+    if args.resume and os.path.exists(args.out):
+        with open(args.out) as f:
+            prev = json.load(f)
+        result["records"] = prev["records"]
+        result["processes"] = prev.get("processes", 1) + 1
+        for key in ("copy_gbps", "matmul_tflops", "date", "command", "commit"):
+            result[key] = prev[key]
+        # This process's own ceilings still set its rows' floors (copied into each record).
+    done = {(r["case"], r["tokens"], r["impl"]) for r in result["records"]}
+    skip = set()
+    for item in filter(None, args.skip.split(",")):
+        c, t, i = item.split(":")
+        skip.add((c, int(t), i))
+    records = result["records"]
+
+    def save():
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
     for case in args.cases.split(","):
         E, k, H, I = CASES[case]
+        todo = [int(t) for t in args.tokens.split(",") if any((case, int(t), i) not in done for i in impls)]
+        if not todo:
+            continue
         params = {"e": E, "k": k, "h": H, "i": I, "dtype": "bf16", "layout": "nk", "routing": "softmax_topk_renorm"}
         w1 = (torch.randn(E, 2 * I, H, device="cuda", dtype=torch.bfloat16, generator=gen) / H**0.5).contiguous()
         w2 = (torch.randn(E, H, I, device="cuda", dtype=torch.bfloat16, generator=gen) / I**0.5).contiguous()
         w1t, w2t = w1.transpose(1, 2), w2.transpose(1, 2)
-        for T in [int(t) for t in args.tokens.split(",")]:
+        for T in todo:
             if (datetime.datetime.now() - t_start).total_seconds() > args.time_budget_s:
                 print(f"time budget reached: skipping {case} T={T}", flush=True)
                 continue
@@ -293,19 +360,18 @@ def main():
             weight_bytes = experts_hit * 3.0 * H * I * 2
             floor_us = max(flops / (matmul_tflops * 1e12), weight_bytes / (copy_gbps * 1e9)) * 1e6
             use_graph = T <= args.graph_max_tokens
-            row = {}
+            row = {r["impl"]: r for r in records if r["case"] == case and r["tokens"] == T and r.get("median_us")}
             for impl in impls:
+                if (case, T, impl) in done:
+                    continue
+                if (case, T, impl) in skip:
+                    records.append({"op": "moe", "impl": impl, "case": case, "params": dict(params), "tokens": T,
+                                    "median_us": None, "error": "crashed the benchmark process (segfault); skipped"})
+                    continue
+                print(f"RUN {case}:{T}:{impl}", flush=True)
                 try:
                     if impl == "fusekit":
-                        outs = [torch.empty(T, H, device="cuda", dtype=torch.bfloat16) for _ in range(args.sets)]
-                        if fusekit_via == "ctypes-shim":
-                            run = shim.layer(E, k, H, I, T)
-                            fn = lambda i: run(xs[i], lg[i], w1, w2, outs[i])  # noqa: E731
-                        elif fusekit_via == "python":
-                            pyrun = fusekit_python_layer(w1, w2, k, T)
-                            fn = lambda i: pyrun(xs[i], lg[i], outs[i])  # noqa: E731
-                        else:
-                            continue
+                        fn = fusekit_fn(fusekit_via, shim, w1, w2, xs, lg, E, k, H, I, T, args.sets)
                     elif impl == "torch_grouped_mm":
                         fn = lambda i: torch_grouped_mm_layer(xs[i], lg[i], w1t, w2t, k, E, I)  # noqa: E731
                     elif impl == "triton_fused_moe":
@@ -324,7 +390,8 @@ def main():
                         "tflops": flops / (us * 1e-6) / 1e12, "floor_us": floor_us,
                         "fraction_of_floor": floor_us / us, "max_rel_err": max_rel, "rel_l2": rel_l2,
                         "all_finite": finite, "graph_replay": use_graph, "experts_hit": experts_hit,
-                        "weight_bytes": weight_bytes, "flops": flops,
+                        "weight_bytes": weight_bytes, "flops": flops, "copy_gbps": copy_gbps,
+                        "matmul_tflops": matmul_tflops,
                         "fraction_of_matmul_rate": flops / (us * 1e-6) / 1e12 / matmul_tflops,
                     }
                     if impl == "fusekit":
@@ -353,22 +420,12 @@ def main():
                 line += f" {impl} {r['median_us']:9.1f} us ({100 * r['fraction_of_floor']:5.1f}%, err {r['rel_l2']:.1e})" \
                     if r else f" {impl} --"
             print(line, flush=True)
+            save()
             del xs, lg, ref
         del w1, w2, w1t, w2t
         torch.cuda.empty_cache()
 
-    if fusekit_via == "cli":
-        print("fusekit via CLI is not wired: run `fusekit bench moe --json` separately", flush=True)
-
-    result = {
-        "device": torch.cuda.get_device_name(), "commit": git_commit(),
-        "date": datetime.date.today().isoformat(), "command": " ".join(["python3"] + sys.argv),
-        "copy_gbps": copy_gbps, "matmul_tflops": matmul_tflops, "fusekit_via": fusekit_via,
-        "torch": torch.__version__, "triton": __import__("triton").__version__, "records": records,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    save()
     print(f"wrote {args.out}")
 
 

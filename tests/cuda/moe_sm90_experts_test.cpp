@@ -248,7 +248,8 @@ TEST_P(Sm90ExpertsTest, AllPairsOnOneExpert) {
 
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90ExpertsTest,
                          ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                                              GemmTile::kCooperative128x256),
+                                                              GemmTile::kCooperative128x256,
+                                                              GemmTile::kPingpong128x128),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
 
 // A model shape (Qwen3-30B-A3B experts) at a prefill size just above the decode threshold.

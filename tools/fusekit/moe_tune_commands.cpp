@@ -46,12 +46,14 @@ constexpr ModelCase kCases[] = {
 
 using fusekit::cuda_moe::sm90::GemmTile;
 constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                               GemmTile::kCooperative128x256};
+                               GemmTile::kCooperative128x256, GemmTile::kPingpong128x128};
+constexpr int kNumTiles = sizeof(kTiles) / sizeof(kTiles[0]);
 const char* tile_enum_name(GemmTile t) {
   switch (t) {
     case GemmTile::kPingpong64x128: return "kPingpong64x128";
     case GemmTile::kCooperative128x128: return "kCooperative128x128";
     case GemmTile::kCooperative128x256: return "kCooperative128x256";
+    case GemmTile::kPingpong128x128: return "kPingpong128x128";
   }
   return "?";
 }
@@ -88,7 +90,7 @@ struct TunedRow {
   const ModelCase* mc;
   std::int64_t tokens;
   GemmTile best1, best2;
-  double us1[3], us2[3];
+  double us1[kNumTiles], us2[kNumTiles];
 };
 
 int tune_moe(const fusekit::cli::Args& args) {
@@ -187,9 +189,9 @@ int tune_moe(const fusekit::cli::Args& args) {
         return 1;
       }
 
-      TunedRow row{&mc, T, GemmTile::kPingpong64x128, GemmTile::kPingpong64x128, {0, 0, 0}, {0, 0, 0}};
+      TunedRow row{&mc, T, GemmTile::kPingpong64x128, GemmTile::kPingpong64x128, {}, {}};
       double best1 = 1e30, best2 = 1e30;
-      for (int ti = 0; ti < 3; ++ti) {
+      for (int ti = 0; ti < kNumTiles; ++ti) {
         sm90::GroupedGemmArgs g;
         g.group_offsets = ap.expert_offsets;
         g.group_rows = pp.group_rows;
@@ -239,9 +241,11 @@ int tune_moe(const fusekit::cli::Args& args) {
           run.records.push_back(r);
         }
       }
-      std::printf("%-16s T=%6lld  gemm1 us: %9.1f %9.1f %9.1f -> %-28s gemm2 us: %9.1f %9.1f %9.1f -> %s\n", mc.name,
-                  static_cast<long long>(T), row.us1[0], row.us1[1], row.us1[2], sm90::gemm_tile_name(row.best1),
-                  row.us2[0], row.us2[1], row.us2[2], sm90::gemm_tile_name(row.best2));
+      std::printf("%-16s T=%6lld  gemm1 us:", mc.name, static_cast<long long>(T));
+      for (int ti = 0; ti < kNumTiles; ++ti) std::printf(" %8.1f", row.us1[ti]);
+      std::printf(" -> %-27s gemm2 us:", sm90::gemm_tile_name(row.best1));
+      for (int ti = 0; ti < kNumTiles; ++ti) std::printf(" %8.1f", row.us2[ti]);
+      std::printf(" -> %s\n", sm90::gemm_tile_name(row.best2));
       std::fflush(stdout);
       rows.push_back(row);
     }
