@@ -3,9 +3,9 @@
 process, each checked against an fp32 reference, with the floor measured in the same run.
 
 Implementations (all route softmax -> top-k -> renormalise from the same router logits):
-  fusekit            the `cuda` backend: `import fusekit` when the Python package is importable,
-                     else the C-ABI shim bench/fusekit_moe_shim.cpp (ctypes, same process), else
-                     `fusekit bench moe --json` (a subprocess; its rows are merged)
+  fusekit            the `cuda` backend: `import fusekit` (python/fusekit, fusekit.MoE) when the
+                     package is importable and passes --probe, else the C-ABI shim
+                     bench/fusekit_moe_shim.cpp (ctypes, same process); each record says which
   torch_grouped_mm   permute (argsort) + torch._grouped_mm GEMM1 + SwiGLU + torch._grouped_mm GEMM2
                      + weighted scatter-add (index_add_)
   triton_fused_moe   bench/triton_fused_moe.py: vLLM/FastDeploy-style Triton kernels, vLLM's tuned
