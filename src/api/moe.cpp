@@ -355,7 +355,10 @@ Status resolve_backend(const MoeConfig& c, const TensorView& x, MoeBackend* out)
       }
     }
   }
-  if (b == MoeBackend::kAuto) b = x.device == DeviceType::kCPU ? MoeBackend::kCpu : MoeBackend::kCuda;
+  if (b == MoeBackend::kAuto) {
+    b = x.device == DeviceType::kCPU ? MoeBackend::kCpu : MoeBackend::kCuda;
+    source += " (auto, from the device of x)";
+  }
   const bool wants_cuda = b == MoeBackend::kCuda || b == MoeBackend::kCudaRef;
   if (b == MoeBackend::kCpu && x.device != DeviceType::kCPU) {
     return invalid_argument(source + ": backend cpu cannot run on CUDA tensors (x is " + x.describe() +

@@ -126,7 +126,7 @@ TEST(MoeForwardCpu, MatchesNaive) {
       const MoeRoutingMode mode = variant / 2 ? MoeRoutingMode::kSigmoidGroupedTopK : MoeRoutingMode::kSoftmaxTopK;
       Layer L(s, 64, layout, mode, rng);
       Workspace ws(L.config);
-      for (std::int64_t T : {1, 2, 7, 64}) check_layer(L, T, ws);
+      for (std::int64_t T : {1, 2, 7, 37}) check_layer(L, T, ws);
       if (HasFailure()) return;
     }
   }

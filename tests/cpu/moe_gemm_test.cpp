@@ -163,7 +163,7 @@ TEST(MoeGemm, StagesMatchNaiveBothLayouts) {
   auto rng = make_rng();
   for (const Shape& s : kShapes) {
     for (MoeWeightLayout layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
-      for (std::int64_t T : {1, 7, 33}) check_all(s, T, T == 7 ? 64 : 16, layout, rng);
+      for (std::int64_t T : {1, 7, 19}) check_all(s, T, T == 7 ? 64 : 16, layout, rng);
       if (HasFailure()) return;
     }
   }
@@ -217,7 +217,7 @@ TEST(MoeGemm, RowsWithoutPairsAreZeros) {
 // Determinism, with rows large enough that the oracle spreads them over threads.
 TEST(MoeGemm, BitIdenticalRunToRunThreaded) {
   auto rng = make_rng();
-  Problem p({4, 2, 512, 512}, 12, 16, MoeWeightLayout::kKN, rng);
+  Problem p({4, 2, 256, 256}, 12, 16, MoeWeightLayout::kKN, rng);
   p.align();
   SCOPED_TRACE(trace(p));
   const Buf<bf16> a1 = check_gemm1(p);
