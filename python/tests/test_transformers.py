@@ -120,12 +120,20 @@ def test_swap_matches_hf_qwen3_moe(moe_mode):
     assert (fk_tok == hf_tok).float().mean() >= 0.75
 
 
-def test_swap_twice_is_an_error():
-    from fusekit.integrations.transformers import swap_qwen3_moe
+def test_swap_twice_is_an_error_and_unswap_restores():
+    import torch
+
+    from fusekit.integrations.transformers import swap_qwen3_moe, unswap_qwen3_moe
 
     model = tiny_model(1, "cuda" if HAVE_CUDA else "cpu")
-    swap_qwen3_moe(model, moe=False)
+    ids = torch.randint(0, 512, (1, 8), device=model.device)
+    with torch.no_grad():
+        before = model(ids).logits
+    swap_qwen3_moe(model, moe="experts")
     with pytest.raises(RuntimeError, match="already swapped"):
         swap_qwen3_moe(model)
+    unswap_qwen3_moe(model)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)
     with pytest.raises(ValueError, match="moe"):
         swap_qwen3_moe(tiny_model(2, "cpu"), moe="router")

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from ..moe import MoE, allocate_workspace, make_config, moe_workspace_size
 from ..qk_norm import qk_rmsnorm
 
-__all__ = ["swap_qwen3_moe", "register_experts_implementation", "FUSEKIT_EXPERTS_NAME"]
+__all__ = ["swap_qwen3_moe", "unswap_qwen3_moe", "register_experts_implementation", "FUSEKIT_EXPERTS_NAME"]
 
 FUSEKIT_EXPERTS_NAME = "fusekit"
 
@@ -246,7 +246,6 @@ def _swap_attention(attn, rotary: Optional[_RotaryCache]):
         "rotary": rotary,
         "apply_rotary": modeling.apply_rotary_pos_emb,
         "attention_interface": _attention_interface_getter(modeling),
-        "original_forward": attn.forward,
     }
     attn.forward = types.MethodType(_fused_attention_forward, attn)
 
@@ -272,7 +271,6 @@ def _swap_moe_block(block, pool: _MoePool):
         "pool": pool,
         "top_k": int(gate.top_k),
         "norm": bool(gate.norm_topk_prob),
-        "original_forward": block.forward,
     }
     block.forward = types.MethodType(_fused_moe_block_forward, block)
 
@@ -362,6 +360,7 @@ def swap_qwen3_moe(
     if moe == "experts":
         if not register_experts_implementation():
             raise NotImplementedError("moe='experts': this transformers has no experts-implementation hook")
+        model._fusekit_previous_experts = model.config._experts_implementation
         model.set_experts_implementation(FUSEKIT_EXPERTS_NAME)
     pool = _MoePool(max_tokens, backend)
     for m in list(model.modules()):
@@ -377,3 +376,22 @@ def swap_qwen3_moe(
     model._fusekit_swapped = True
     model._fusekit_pool = pool
     return summary
+
+
+def unswap_qwen3_moe(model: Any) -> None:
+    """Undo swap_qwen3_moe: the model's own forwards again (the q/k/v projections stay views of
+    the packed weight, which holds the same numbers)."""
+    if not getattr(model, "_fusekit_swapped", False):
+        return
+    for m in model.modules():
+        st = m.__dict__.get("_fusekit")
+        if st is not None:
+            del m.forward  # the instance attribute set by the swap; the class's forward shows again
+            del m._fusekit
+        if "_fusekit_pool" in m.__dict__ and m is not model:
+            del m._fusekit_pool
+    previous = model.__dict__.pop("_fusekit_previous_experts", None)
+    if previous is not None:
+        model.set_experts_implementation(previous)
+    model._fusekit_swapped = False
+    model._fusekit_pool = None
