@@ -16,7 +16,11 @@ namespace {
 
 constexpr std::int64_t kChunk = 64;  // outputs accumulated together (stack accumulators)
 
-inline double wide(bf16_t v) { return static_cast<double>(bf16_bits_to_float(v)); }
+// The product of two bf16 values is exact in fp32 (8 x 8 significant bits), so it is formed in
+// fp32 (vectorises wider) and only the sum is carried in fp64.
+inline double mul(bf16_t a, bf16_t b) {
+  return static_cast<double>(bf16_bits_to_float(a) * bf16_bits_to_float(b));
+}
 inline bf16_t narrow(double v) { return float_to_bf16_bits(static_cast<float>(v)); }
 
 // acc[j] = sum_c a[c] * W[n0 + j][c] for j < count, W one expert's [N, K] (kNK: W[n][c] at
@@ -25,17 +29,26 @@ void dot_chunk(MoeWeightLayout layout, const bf16_t* w, std::int64_t N, std::int
                std::int64_t count, const bf16_t* a, double* acc) {
   for (std::int64_t j = 0; j < count; ++j) acc[j] = 0;
   if (layout == MoeWeightLayout::kNK) {
+    // Eight fixed partial sums (lane l takes c = l mod 8), added in a fixed order at the end:
+    // the compiler can vectorise it, and the order is the same on every run.
+    constexpr int kLanes = 8;
     for (std::int64_t j = 0; j < count; ++j) {
       const bf16_t* row = w + (n0 + j) * K;
+      double part[kLanes] = {};
+      std::int64_t c = 0;
+      for (; c + kLanes <= K; c += kLanes) {
+        for (int l = 0; l < kLanes; ++l) part[l] += mul(a[c + l], row[c + l]);
+      }
+      for (; c < K; ++c) part[c % kLanes] += mul(a[c], row[c]);
       double s = 0;
-      for (std::int64_t c = 0; c < K; ++c) s += wide(a[c]) * wide(row[c]);
+      for (int l = 0; l < kLanes; ++l) s += part[l];
       acc[j] = s;
     }
   } else {
     for (std::int64_t c = 0; c < K; ++c) {
-      const double ac = wide(a[c]);
+      const bf16_t ac = a[c];
       const bf16_t* row = w + c * N + n0;
-      for (std::int64_t j = 0; j < count; ++j) acc[j] += ac * wide(row[j]);
+      for (std::int64_t j = 0; j < count; ++j) acc[j] += mul(ac, row[j]);
     }
   }
 }
