@@ -11,11 +11,12 @@
 // Thread mapping: a "unit" is one (token, head) pair, numbered t * H + h; block b owns units
 //   [b * kUnitsPerBlock, (b + 1) * kUnitsPerBlock). A group of kLanes consecutive lanes (a
 //   power of two <= 32, so a group never straddles a warp) owns one unit at a time; lane l
-//   holds 16-byte vectors l, l + kLanes, ... of the head (kVecs of them). Each group owns
-//   kHeadsPerGroup units (unit group and group + kGroups of the block's range) whose
-//   loads are all issued before any math, so every thread keeps 32+ bytes in flight: the
-//   kernel is bound by DRAM bandwidth, and in-flight bytes are what reach it.
-//   The sum of squares is reduced with xor-shuffles inside the group.
+//   holds 16-byte vectors l, l + kLanes, ... of the head (kVecs of them). A group may own
+//   kHeadsPerGroup units (unit group and group + kGroups of the block's range); 1 is the
+//   default, as 2 and 4 measured no faster at large T and slower at small T (PERF_NOTES).
+//   All global loads of a thread (data, weights, position) are issued before any math, so a
+//   cold call pays one memory latency. The sum of squares is reduced with xor-shuffles
+//   inside the group.
 // Compile-time head_dim (64, 128, 256) makes every lane exactly one or two vectors; the
 //   generic instantiation (kHeadDim = 0) covers any multiple of 8 up to 512 with 32 lanes
 //   and a per-vector guard.
@@ -35,7 +36,7 @@
 namespace fusekit::cuda::qk_norm_detail {
 
 constexpr int kThreads = 256;
-constexpr int kDefaultHeadsPerGroup = 2;  // see docs/PERF_NOTES.md (QK) for 1 vs 2 vs 4
+constexpr int kDefaultHeadsPerGroup = 1;  // docs/PERF_NOTES.md (QK): 1 vs 2 vs 4 measured
 constexpr int kMaxHeadDim = 512;
 
 // n / d for n < 2^31 with one multiply-high and a shift (round-up reciprocal; d >= 2).
@@ -133,26 +134,6 @@ struct Pack<float> {
   }
 };
 
-// kPerVec weights starting at element e: one 16-byte load in the storage dtype, or
-// kPerVec / 4 16-byte loads in fp32. Weights are tiny and shared by every token: L1 serves them.
-template <typename T>
-__device__ __forceinline__ void load_weights(const void* w, DType weight_dtype, int e, float* f) {
-  constexpr int kPerVec = Pack<T>::kPerVec;
-  if (weight_dtype == DType::kF32) {
-    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(w) + e);
-#pragma unroll
-    for (int j = 0; j < kPerVec / 4; ++j) {
-      const float4 x = __ldg(p + j);
-      f[4 * j] = x.x;
-      f[4 * j + 1] = x.y;
-      f[4 * j + 2] = x.z;
-      f[4 * j + 3] = x.w;
-    }
-  } else {
-    Pack<T>::unpack(__ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(w) + e)), f);
-  }
-}
-
 template <typename T, int kHeadDim, int kHeadsPerGroup>
 struct Shape {
   static constexpr int kPerVec = Pack<T>::kPerVec;
@@ -185,8 +166,14 @@ __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a
 
   const T* in = static_cast<const T*>(a.qkv);
   T* out = static_cast<T*>(a.out);
+  const bool rotary = a.rotary_style != RotaryStyle::kNone;  // uniform over the grid
+  constexpr int kWeightWords = kPerVec / 4;  // 16-byte words of kPerVec fp32 weights
+
+  // Phase 1: every independent global load is issued before any math (data, weights,
+  // position), so a cold call pays one memory latency, not several in a row.
   uint4 raw[kHeadsPerGroup][kVecs];
-  std::int64_t token[kHeadsPerGroup];
+  uint4 wraw[kHeadsPerGroup][kVecs][kWeightWords];
+  std::int64_t token[kHeadsPerGroup], pos[kHeadsPerGroup];
   int head[kHeadsPerGroup];
   bool valid[kHeadsPerGroup];
 #pragma unroll
@@ -197,14 +184,33 @@ __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a
     token[u] = first_token + dt;
     valid[u] = token[u] < a.tokens;
     const T* src = in + token[u] * a.in_stride + static_cast<std::int64_t>(head[u]) * head_dim;
+    const void* w = head[u] < a.num_q_heads ? a.q_weight : a.k_weight;
 #pragma unroll
     for (int v = 0; v < kVecs; ++v) {
       const int e = (lane + v * kLanes) * kPerVec;
       raw[u][v] = make_uint4(0, 0, 0, 0);
-      if (valid[u] && (kHeadDim != 0 || e < head_dim)) raw[u][v] = *reinterpret_cast<const uint4*>(src + e);
+#pragma unroll
+      for (int j = 0; j < kWeightWords; ++j) wraw[u][v][j] = make_uint4(0, 0, 0, 0);
+      if (kHeadDim != 0 || e < head_dim) {
+        if (valid[u]) raw[u][v] = *reinterpret_cast<const uint4*>(src + e);
+        if (a.weight_dtype == DType::kF32) {
+#pragma unroll
+          for (int j = 0; j < kWeightWords; ++j) {
+            wraw[u][v][j] = __ldg(reinterpret_cast<const uint4*>(static_cast<const float*>(w) + e) + j);
+          }
+        } else {
+          wraw[u][v][0] = __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(w) + e));
+        }
+      }
+    }
+    pos[u] = -1;
+    if (rotary && valid[u]) {
+      pos[u] = a.position_dtype == DType::kI32 ? static_cast<const std::int32_t*>(a.positions)[token[u]]
+                                               : static_cast<const std::int64_t*>(a.positions)[token[u]];
     }
   }
 
+  // Phase 2: RMS over the head (xor-shuffles inside the lane group), scale, weight.
   float y[kHeadsPerGroup][kVecs][kPerVec];
 #pragma unroll
   for (int u = 0; u < kHeadsPerGroup; ++u) {
@@ -218,76 +224,104 @@ __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a
 #pragma unroll
     for (int offset = kLanes / 2; offset > 0; offset /= 2) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, offset);
     const float inv_rms = rsqrtf(sum_sq * a.inv_head_dim + a.eps);
-    const void* w = head[u] < a.num_q_heads ? a.q_weight : a.k_weight;
 #pragma unroll
     for (int v = 0; v < kVecs; ++v) {
-      const int e = (lane + v * kLanes) * kPerVec;
       float wv[kPerVec];
-      if (kHeadDim != 0 || e < head_dim) {
-        load_weights<T>(w, a.weight_dtype, e, wv);
-      } else {
+      if (a.weight_dtype == DType::kF32) {
 #pragma unroll
-        for (int i = 0; i < kPerVec; ++i) wv[i] = 0.f;
+        for (int j = 0; j < kWeightWords; ++j) Pack<float>::unpack(wraw[u][v][j], wv + 4 * j);
+      } else {
+        Pack<T>::unpack(wraw[u][v][0], wv);
       }
 #pragma unroll
       for (int i = 0; i < kPerVec; ++i) y[u][v][i] = y[u][v][i] * inv_rms * wv[i];
     }
   }
 
-  if (a.rotary_style != RotaryStyle::kNone) {  // uniform over the grid
-    extern __shared__ float s_heads[];         // neox only: [kUnitsPerBlock][head_dim]
+  // Phase 3: rotary, applied per 4-lane chunk with that chunk's cos/sin (loaded here, late,
+  // to keep registers for the plain path; the table is small and L2-resident). Vector loads
+  // when rotary_dim % 8 == 0 and the cache is 16-byte aligned: then every 4-lane chunk lies
+  // on one side of rd/2 and its table entries are contiguous. gptj pairs (2i, 2i+1) sit in
+  // one 16-byte vector; neox pairs lane i with lane i + rd/2, usually in another thread, so
+  // the normalised head goes through shared memory (one slot per unit; a group lies inside
+  // one warp, so __syncwarp orders it).
+  if (rotary) {
     const int rd = a.rotary_dim, half = rd / 2;
+    const bool vec_ok = rd % 8 == 0 && (reinterpret_cast<std::uintptr_t>(a.cos_sin) & 15) == 0;
+    const bool neox = a.rotary_style == RotaryStyle::kNeox;
+    extern __shared__ float4 s_heads4[];  // neox: [kUnitsPerBlock][head_dim] floats
+    float* s_heads = reinterpret_cast<float*>(s_heads4);
+    if (neox) {
 #pragma unroll
-    for (int u = 0; u < kHeadsPerGroup; ++u) {
-      std::int64_t pos = -1;
-      if (valid[u]) {
-        pos = a.position_dtype == DType::kI32 ? static_cast<const std::int32_t*>(a.positions)[token[u]]
-                                              : static_cast<const std::int64_t*>(a.positions)[token[u]];
-      }
-      const bool rotate = pos >= 0 && pos < a.max_position;
-      const float* cs = a.cos_sin + (rotate ? pos : 0) * rd;
-      if (a.rotary_style == RotaryStyle::kGptj) {
-        // Pairs (2i, 2i+1) never straddle a 16-byte vector: no exchange between lanes.
-#pragma unroll
-        for (int v = 0; v < kVecs; ++v) {
-          const int e = (lane + v * kLanes) * kPerVec;
-#pragma unroll
-          for (int j = 0; j < kPerVec; j += 2) {
-            if (rotate && e + j < rd) {
-              const int i = (e + j) / 2;
-              const float c = cs[i], s = cs[half + i];
-              const float x1 = y[u][v][j], x2 = y[u][v][j + 1];
-              y[u][v][j] = x1 * c - x2 * s;
-              y[u][v][j + 1] = x2 * c + x1 * s;
-            }
-          }
-        }
-      } else {
-        // Neox pairs lane i with lane i + rd/2, usually in another thread: exchange the
-        // normalised head through shared memory (each group has its own slot; a group lies
-        // inside one warp, so __syncwarp orders it).
+      for (int u = 0; u < kHeadsPerGroup; ++u) {
         float* slot = s_heads + (group * kHeadsPerGroup + u) * head_dim;
 #pragma unroll
         for (int v = 0; v < kVecs; ++v) {
           const int e = (lane + v * kLanes) * kPerVec;
           if (kHeadDim != 0 || e < head_dim) {
 #pragma unroll
-            for (int i = 0; i < kPerVec; ++i) slot[e + i] = y[u][v][i];
+            for (int q = 0; q < kPerVec; q += 4) {
+              *reinterpret_cast<float4*>(slot + e + q) =
+                  make_float4(y[u][v][q], y[u][v][q + 1], y[u][v][q + 2], y[u][v][q + 3]);
+            }
           }
         }
-        __syncwarp();
+      }
+      __syncwarp();
+    }
 #pragma unroll
-        for (int v = 0; v < kVecs; ++v) {
-          const int e = (lane + v * kLanes) * kPerVec;
+    for (int u = 0; u < kHeadsPerGroup; ++u) {
+      const bool rotate = pos[u] >= 0 && pos[u] < a.max_position;  // else: documented, unrotated
+      if (!rotate) continue;
+      const float* cs = a.cos_sin + pos[u] * rd;
+      const float* slot = s_heads + (group * kHeadsPerGroup + u) * head_dim;
 #pragma unroll
-          for (int i = 0; i < kPerVec; ++i) {
-            const int el = e + i;
-            if (rotate && el < rd) {
-              if (el < half) {
-                y[u][v][i] = y[u][v][i] * cs[el] - slot[el + half] * cs[half + el];
-              } else {
-                y[u][v][i] = y[u][v][i] * cs[el - half] + slot[el - half] * cs[el];
+      for (int v = 0; v < kVecs; ++v) {
+        const int e = (lane + v * kLanes) * kPerVec;
+#pragma unroll
+        for (int q = 0; q < kPerVec; q += 4) {
+          const int idx = e + q;  // first of 4 lanes
+          if (idx >= rd) continue;
+          float c[4] = {1.f, 1.f, 1.f, 1.f}, s[4] = {0.f, 0.f, 0.f, 0.f};
+          if (vec_ok && neox) {
+            const int i = idx < half ? idx : idx - half;
+            const float4 cv = __ldg(reinterpret_cast<const float4*>(cs + i));
+            const float4 sv = __ldg(reinterpret_cast<const float4*>(cs + half + i));
+            c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w;
+            s[0] = sv.x; s[1] = sv.y; s[2] = sv.z; s[3] = sv.w;
+          } else if (vec_ok) {
+            const int i = idx / 2;
+            const float2 cv = __ldg(reinterpret_cast<const float2*>(cs + i));
+            const float2 sv = __ldg(reinterpret_cast<const float2*>(cs + half + i));
+            c[0] = c[1] = cv.x; c[2] = c[3] = cv.y;
+            s[0] = s[1] = sv.x; s[2] = s[3] = sv.y;
+          } else {
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int el = idx + k;
+              if (el < rd) {
+                const int i = neox ? (el < half ? el : el - half) : el / 2;
+                c[k] = __ldg(cs + i);
+                s[k] = __ldg(cs + half + i);
               }
+            }
+          }
+          float* yq = &y[u][v][q];
+          if (neox) {
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int el = idx + k;
+              if (el < rd) {
+                const float partner = el < half ? -slot[el + half] : slot[el - half];
+                yq[k] = yq[k] * c[k] + partner * s[k];
+              }
+            }
+          } else {  // rd even and idx even: pairs (0,1), (2,3) are both inside or both outside
+#pragma unroll
+            for (int k = 0; k < 4; k += 2) {
+              const float x1 = yq[k], x2 = yq[k + 1];
+              yq[k] = x1 * c[k] - x2 * s[k];
+              yq[k + 1] = x2 * c[k + 1] + x1 * s[k + 1];
             }
           }
         }
@@ -295,6 +329,7 @@ __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a
     }
   }
 
+  // Phase 4: store.
 #pragma unroll
   for (int u = 0; u < kHeadsPerGroup; ++u) {
     T* dst = out + token[u] * a.out_stride + static_cast<std::int64_t>(head[u]) * head_dim;
