@@ -134,7 +134,7 @@ def decode_setup(model, batch, context, vocab):
     def run():
         with torch.no_grad():
             out = model(tok, past_key_values=cache, use_cache=True).logits
-        cache.crop(context)
+        cache.crop(-1)  # drop the step's token: every step sees `context` cached tokens
         return out
 
     return run
