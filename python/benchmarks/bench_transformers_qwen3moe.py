@@ -12,6 +12,8 @@ for these implementations, in this order on one model:
   hf_eager_experts   transformers' eager experts loop (its reference implementation)
   hf_grouped_mm      transformers' default experts implementation (torch grouped GEMM)
   fusekit_qk_norm    packed QKV + fusekit q/k norm with fused rotary; HF grouped_mm experts
+  fusekit_experts_hook  q/k norm + fusekit experts through transformers' ExpertsInterface
+                     (HF's own router: torch softmax + top-k)
   fusekit            q/k norm + the whole sparse MoE block in fusekit (swap_qwen3_moe)
 
 Writes one JSON file in bench/results format (/work/shared/BENCH_FORMAT.md): op "model_prefill"
@@ -173,6 +175,7 @@ def main():
         ("hf_grouped_mm", None, None),
         ("hf_eager_experts", lambda m: m.set_experts_implementation("eager"), lambda m: m.set_experts_implementation("grouped_mm")),
         ("fusekit_qk_norm", lambda m: swap_qwen3_moe(m, moe=False, max_tokens=args.prefill), unswap_qwen3_moe),
+        ("fusekit_experts_hook", lambda m: swap_qwen3_moe(m, moe="experts", max_tokens=args.prefill), unswap_qwen3_moe),
         ("fusekit", lambda m: swap_qwen3_moe(m, moe="block", max_tokens=args.prefill), unswap_qwen3_moe),
     ]
     params = {
