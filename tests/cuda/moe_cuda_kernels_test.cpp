@@ -157,8 +157,15 @@ void check(const Problem& p, bool with_ref = true) {
   }
 }
 
+// Pins a forward path for the scope (the rule in gemm_config.h picks by size otherwise).
+struct PinPath {
+  explicit PinPath(const char* max_pairs) { setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", max_pairs, 1); }
+  ~PinPath() { unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS"); }
+};
+
 TEST(MoeCudaKernels, DecodePath) {
   FUSEKIT_SKIP_WITHOUT_GPU();
+  PinPath decode("65535");
   for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
     check({128, 8, 2048, 768, 1, layout});
     check({8, 2, 1024, 1432, 7, layout});
@@ -168,6 +175,7 @@ TEST(MoeCudaKernels, DecodePath) {
 
 TEST(MoeCudaKernels, GroupedPath) {
   FUSEKIT_SKIP_WITHOUT_GPU();
+  PinPath grouped("0");
   for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
     check({128, 8, 512, 768, 70, layout});
     check({7, 3, 200, 96, 257, layout});
@@ -253,7 +261,11 @@ TEST(MoeCudaKernels, Route) {
 TEST(MoeCudaKernelsSanitizer, Small) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
-    check({7, 3, 200, 96, 2, layout}, false);
+    {
+      PinPath decode("65535");
+      check({7, 3, 200, 96, 2, layout}, false);
+    }
+    PinPath grouped("0");
     check({16, 4, 136, 48, 80, layout}, false);
   }
   check_route(64, 6, 20, MoeRoutingMode::kSigmoidGroupedTopK, 8, 3, true);

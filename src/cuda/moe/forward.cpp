@@ -1,5 +1,5 @@
 // forward (`cuda` backend): the whole layer on one stream, no allocation, no host sync.
-//   decode (T*k <= kDecodeMaxPairs): route -> GEMV gemm1+SwiGLU per pair -> GEMV gemm2 per
+//   decode (use_decode_path: few pairs): route -> GEMV gemm1+SwiGLU per pair -> GEMV gemm2 per
 //                                    pair -> finalize
 //   otherwise:                       route -> align -> grouped gemm1+SwiGLU -> grouped gemm2
 //                                    -> finalize
@@ -51,7 +51,7 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const auto* w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   const auto* w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
 
-  if (use_decode_path(T, k)) {
+  if (use_decode_path(T, k, c.num_experts)) {
     DecodeParams d1;
     d1.a = static_cast<const __nv_bfloat16*>(x.data);
     d1.a_row_stride = x.strides[0];
