@@ -14,6 +14,14 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | t
 if has build; then
   log build
   bash scripts/device_build.sh 2>&1 | tail -25 | tee -a "$OUT/summary.txt"
+  # Others' work in progress can break the library link; never report numbers from old binaries.
+  for bin in build-device/fusekit build-device/tests/qk_norm_cuda_test; do
+    if [ ! -e "$bin" ] || [ "$bin" -ot src/cuda/qk_norm/qk_rmsnorm_kernel.cuh ] || [ "$bin" -ot src/cuda/qk_norm/qk_rmsnorm_dispatch.cu ]; then
+      echo "STALE OR MISSING: $bin is older than the QK kernel sources" | tee -a "$OUT/summary.txt"
+    else
+      echo "fresh: $bin" | tee -a "$OUT/summary.txt"
+    fi
+  done
 fi
 B=build-device
 if has test; then
@@ -23,7 +31,7 @@ if has test; then
   grep -E "tests passed|Passed|Failed|\*\*\*" "$OUT/ctest.txt" | tail -8 | tee -a "$OUT/summary.txt"
   grep -E "FAILED|Failure" "$OUT/ctest.txt" | head -20 | tee -a "$OUT/summary.txt"
 fi
-FILTER='Grid/QkNormCudaGrid.MatchesOracle/*T17_*:QkNormCuda.Padded*:QkNormCuda.Graph*:QkNormCuda.Cpu*:QkNormCuda.VBit*'
+FILTER='Grid/QkNormCudaGrid.MatchesOracle/*T17_*:Grid/QkNormCudaGrid.MatchesOracle/bf16_T4097_*:QkNormCuda.Padded*:QkNormCuda.Graph*:QkNormCuda.Cpu*:QkNormCuda.VBit*'
 if has sanitize; then
   for tool in memcheck racecheck; do
     log "compute-sanitizer $tool"

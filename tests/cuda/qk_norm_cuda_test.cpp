@@ -1,7 +1,9 @@
 // The CUDA backend of qk_rmsnorm against the fp64 oracle (label gpu).
 //
-// Reduced set for compute-sanitizer (memcheck / racecheck), a few seconds each:
-//   --gtest_filter='Grid/QkNormCudaGrid.MatchesOracle/*T17_*:QkNormCuda.Padded*:QkNormCuda.Graph*:QkNormCuda.Cpu*'
+// Reduced set for compute-sanitizer (memcheck / racecheck; both lane-group widths, every
+// dtype, rotary and not), as bench/qk_norm_device_run.sh runs it:
+//   --gtest_filter='Grid/QkNormCudaGrid.MatchesOracle/*T17_*:Grid/QkNormCudaGrid.MatchesOracle/bf16_T4097_*:\
+//                   QkNormCuda.Padded*:QkNormCuda.Graph*:QkNormCuda.Cpu*:QkNormCuda.VBit*'
 #include <gtest/gtest.h>
 
 #include <cuda_runtime.h>

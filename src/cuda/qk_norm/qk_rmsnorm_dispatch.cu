@@ -1,4 +1,4 @@
-// The one place that maps runtime (dtype, head_dim) to the compiled kernels, and the
+// The one place that maps runtime (dtype, T*H, head_dim) to the compiled kernels, and the
 // out-of-place V copy. Everything here is asynchronous on the caller's stream.
 #include <string>
 
@@ -17,19 +17,25 @@ namespace {
 
 using qk_norm_detail::KernelArgs;
 
-template <typename T>
+template <typename T, int kHeadsPerGroup>
 Status dispatch_head_dim(const KernelArgs& a, cudaStream_t stream) {
   switch (a.head_dim) {
-    case 64: return qk_norm_detail::launch_qk_rmsnorm<T, 64>(a, stream);
-    case 128: return qk_norm_detail::launch_qk_rmsnorm<T, 128>(a, stream);
-    case 256: return qk_norm_detail::launch_qk_rmsnorm<T, 256>(a, stream);
+    case 64: return qk_norm_detail::launch_qk_rmsnorm<T, 64, kHeadsPerGroup>(a, stream);
+    case 128: return qk_norm_detail::launch_qk_rmsnorm<T, 128, kHeadsPerGroup>(a, stream);
+    case 256: return qk_norm_detail::launch_qk_rmsnorm<T, 256, kHeadsPerGroup>(a, stream);
     default:
       if (a.head_dim >= 8 && a.head_dim <= qk_norm_detail::kMaxHeadDim && a.head_dim % 8 == 0) {
-        return qk_norm_detail::launch_qk_rmsnorm<T, 0>(a, stream);
+        return qk_norm_detail::launch_qk_rmsnorm<T, 0, kHeadsPerGroup>(a, stream);
       }
       return unsupported("params.head_dim: supported are 64, 128, 256 (fast paths) and any multiple of 8 in [8, 512], got " +
                          std::to_string(a.head_dim));
   }
+}
+
+template <typename T>
+Status dispatch_heads_per_group(const KernelArgs& a, cudaStream_t stream) {
+  if (a.tokens * a.heads >= qk_norm_detail::kTwoHeadsMinUnits) return dispatch_head_dim<T, 2>(a, stream);
+  return dispatch_head_dim<T, 1>(a, stream);
 }
 
 }  // namespace
@@ -68,9 +74,9 @@ Status qk_rmsnorm_cuda(const QkNormProblem& p, void* stream_ptr) {
   a.cos_sin = p.cos_sin;
   a.max_position = p.max_position;
   switch (p.dtype) {
-    case DType::kBF16: return dispatch_head_dim<__nv_bfloat16>(a, stream);
-    case DType::kF16: return dispatch_head_dim<__half>(a, stream);
-    case DType::kF32: return dispatch_head_dim<float>(a, stream);
+    case DType::kBF16: return dispatch_heads_per_group<__nv_bfloat16>(a, stream);
+    case DType::kF16: return dispatch_heads_per_group<__half>(a, stream);
+    case DType::kF32: return dispatch_heads_per_group<float>(a, stream);
     default:
       return unsupported(std::string("qkv: supported dtypes are bf16, fp16 and fp32, got ") + dtype_name(p.dtype));
   }

@@ -12,8 +12,8 @@
 //   [b * kUnitsPerBlock, (b + 1) * kUnitsPerBlock). A group of kLanes consecutive lanes (a
 //   power of two <= 32, so a group never straddles a warp) owns one unit at a time; lane l
 //   holds 16-byte vectors l, l + kLanes, ... of the head (kVecs of them). A group may own
-//   kHeadsPerGroup units (unit group and group + kGroups of the block's range); 1 is the
-//   default, as 2 and 4 measured no faster at large T and slower at small T (PERF_NOTES).
+//   kHeadsPerGroup units (unit group and group + kGroups of the block's range): 2 for large
+//   T*H (two 16-byte loads in flight per thread), 1 for small (see kTwoHeadsMinUnits).
 //   All global loads of a thread (data, weights, position) are issued before any math, so a
 //   cold call pays one memory latency. The sum of squares is reduced with xor-shuffles
 //   inside the group.
@@ -36,7 +36,10 @@
 namespace fusekit::cuda::qk_norm_detail {
 
 constexpr int kThreads = 256;
-constexpr int kDefaultHeadsPerGroup = 1;  // docs/PERF_NOTES.md (QK): 1 vs 2 vs 4 measured
+// Heads per lane group: 2 keeps two 16-byte loads in flight per thread, which large T needs
+// to reach copy bandwidth; 1 gives more, shorter blocks, which small T wants. The dispatch
+// picks by the number of units; docs/PERF_NOTES.md (QK) has the measurements (4 loses).
+constexpr std::int64_t kTwoHeadsMinUnits = 32768;
 constexpr int kMaxHeadDim = 512;
 
 // n / d for n < 2^31 with one multiply-high and a shift (round-up reciprocal; d >= 2).
@@ -343,7 +346,7 @@ __global__ void __launch_bounds__(kThreads) qk_rmsnorm_kernel(const KernelArgs a
   }
 }
 
-template <typename T, int kHeadDim, int kHeadsPerGroup = kDefaultHeadsPerGroup>
+template <typename T, int kHeadDim, int kHeadsPerGroup>
 Status launch_qk_rmsnorm(const KernelArgs& a, cudaStream_t stream) {
   using S = Shape<T, kHeadDim, kHeadsPerGroup>;
   const std::int64_t units = a.tokens * a.heads;
@@ -359,11 +362,15 @@ Status launch_qk_rmsnorm(const KernelArgs& a, cudaStream_t stream) {
   return Status::Ok();
 }
 
-// The instantiations that exist (one file per dtype): head_dim 64, 128, 256, and 0 = generic.
-#define FUSEKIT_QK_RMSNORM_INSTANTIATIONS(EXTERN, T)                                   \
-  EXTERN template Status launch_qk_rmsnorm<T, 64, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t);  \
-  EXTERN template Status launch_qk_rmsnorm<T, 128, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t); \
-  EXTERN template Status launch_qk_rmsnorm<T, 256, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t); \
-  EXTERN template Status launch_qk_rmsnorm<T, 0, kDefaultHeadsPerGroup>(const KernelArgs&, cudaStream_t);
+// The instantiations that exist (one file per dtype): head_dim 64, 128, 256, and 0 = generic,
+// each with 1 and 2 heads per lane group.
+#define FUSEKIT_QK_RMSNORM_INSTANTIATIONS_ILP(EXTERN, T, H)                           \
+  EXTERN template Status launch_qk_rmsnorm<T, 64, H>(const KernelArgs&, cudaStream_t);  \
+  EXTERN template Status launch_qk_rmsnorm<T, 128, H>(const KernelArgs&, cudaStream_t); \
+  EXTERN template Status launch_qk_rmsnorm<T, 256, H>(const KernelArgs&, cudaStream_t); \
+  EXTERN template Status launch_qk_rmsnorm<T, 0, H>(const KernelArgs&, cudaStream_t);
+#define FUSEKIT_QK_RMSNORM_INSTANTIATIONS(EXTERN, T)  \
+  FUSEKIT_QK_RMSNORM_INSTANTIATIONS_ILP(EXTERN, T, 1) \
+  FUSEKIT_QK_RMSNORM_INSTANTIATIONS_ILP(EXTERN, T, 2)
 
 }  // namespace fusekit::cuda::qk_norm_detail
