@@ -2,7 +2,7 @@
 //
 // Reduced set for compute-sanitizer (memcheck / racecheck; both lane-group widths, every
 // dtype, rotary and not), as bench/qk_norm_device_run.sh runs it:
-//   --gtest_filter='Grid/QkNormCudaGrid.MatchesOracle/*T17_*:Grid/QkNormCudaGrid.MatchesOracle/bf16_T4097_*:\
+//   --gtest_filter='Grid/QkNormCudaGrid.MatchesOracle/*T17_*:Grid/QkNormCudaGrid.MatchesOracle/bf16_T4097_*:
 //                   QkNormCuda.Padded*:QkNormCuda.Graph*:QkNormCuda.Cpu*:QkNormCuda.VBit*'
 #include <gtest/gtest.h>
 
