@@ -1,8 +1,7 @@
 // A C-ABI shim over the `cuda` MoE backend so that bench/moe_peers.py can call fusekit in the
 // same process as its peers (ctypes), on torch's current stream, inside torch's CUDA-graph
-// capture. Bench-only: built on the GPU machine against build-device's static library, e.g.
-//   g++ -O2 -shared -fPIC bench/fusekit_moe_shim.cpp -Iinclude -Isrc -I/usr/local/cuda/include \
-//       build-device/src/libfusekit.a -L/usr/local/cuda/lib64 -lcudart -lcublas -o build-device/libfusekit_moe_shim.so
+// capture. Bench-only: built on the GPU machine against build-device's static library by
+// bench/moe_device_run.sh (g++ -shared ... build-device/src/libfusekit.a -lcudart -lcublas).
 // Used only when `import fusekit` (the Python package) is not available. Routing: softmax
 // top-k, renormalised (Qwen3-MoE, Mixtral); weights kNK.
 #include <cstdint>

@@ -24,7 +24,7 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
   ctest --test-dir build-device -R "${MOE_TESTS:-moe_sm90|moe_cuda_kernels}" --output-on-failure --timeout 240 2>&1 | tail -60
   # The layer through the `cuda` backend's forward (which takes the Hopper path for prefill):
   # graph replay, run-to-run identity, one expert, NaN logits, 64-bit offsets, prepared weights.
-  [ "${LAYER_TESTS:-1}" != 0 ] && timeout 200 ./build-device/tests/moe_cuda_test --gtest_filter="${LAYER_FILTER:-MoeCuda.*}" 2>&1 \
+  [ "${LAYER_TESTS:-1}" != 0 ] && timeout 240 ./build-device/tests/moe_cuda_test --gtest_filter="${LAYER_FILTER:-MoeCuda.*}" 2>&1 \
     | grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) *\]|Failure|error" | tail -30
   if [ "${TUNE:-1}" != 0 ]; then
     stamp "tune"

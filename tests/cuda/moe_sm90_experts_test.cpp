@@ -1,6 +1,6 @@
-// The Hopper MoE prefill path (src/cuda/moe/sm90/moe_sm90.h: permute -> grouped gemm1 ->
-// swiglu -> grouped gemm2 -> weighted finalize) after the `cuda` backend's align, against an
-// fp64 reference of the layer written here. Odd shapes, both layouts, every tile, an empty
+// The Hopper MoE path (src/cuda/moe/sm90/moe_sm90.h: count -> scan -> permute -> grouped gemm1
+// -> swiglu -> grouped gemm2 -> weighted finalize) on given top-k ids, against an fp64
+// reference of the layer written here. Odd shapes, both layouts, every tile, an empty
 // expert, all pairs on one expert, slots with invalid ids (contribute nothing), output
 // poisoned with NaN, padded output rows; a CUDA-graph replay is bit-identical to eager and
 // two eager runs are bit-identical (deterministic). Skips without an sm_90 GPU or CUTLASS.
@@ -18,8 +18,6 @@
 #if FUSEKIT_WITH_CUDA
 #include <cuda_runtime.h>
 
-#include "cuda/moe/gemm_config.h"
-#include "cuda/moe/kernels.h"
 #include "cuda/moe/sm90/moe_sm90.h"
 
 namespace fusekit::testing {
@@ -102,19 +100,16 @@ class Sm90Experts {
     return out;
   }
 
-  // Runs align + experts_forward on `stream`; with `graph`, captures it once and replays twice.
+  // Runs experts_forward on `stream`; with `graph`, captures it once and replays it twice.
   Run run(bool graph) {
     const std::int64_t E = p_.E, k = p_.k, H = p_.H, I = p_.I, T = p_.T;
     const std::int64_t pairs = T * k;
-    const std::int64_t block_m = cuda_moe::kBlockM;
-    const std::int64_t capacity = cuda_moe::align_capacity_rows(T, k, E, block_m);
     const std::int64_t out_stride = H + 8;  // padded output rows: only the first H are written
     DeviceBuffer dx = DeviceBuffer::from(to_bits(x_, DType::kBF16));
     DeviceBuffer dw1 = DeviceBuffer::from(to_bits(w1_, DType::kBF16));
     DeviceBuffer dw2 = DeviceBuffer::from(to_bits(w2_, DType::kBF16));
     DeviceBuffer dids = DeviceBuffer::from(ids_);
     DeviceBuffer dweights = DeviceBuffer::from(weights_);
-    DeviceBuffer sorted(capacity * 4), expert_ids(capacity / block_m * 4), offsets((E + 1) * 4), total(4);
     DeviceBuffer out(T * out_stride * 2);
     out.poison();
     MoeConfig cfg;
@@ -123,19 +118,8 @@ class Sm90Experts {
     cfg.hidden = H;
     cfg.intermediate = I;
     cfg.max_tokens = T;
-    DeviceBuffer ws(cuda_moe::sm90::experts_workspace_size(capacity, pairs, cfg));
+    DeviceBuffer ws(cuda_moe::sm90::experts_workspace_size(pairs, cfg));
     ws.poison();
-
-    cuda_moe::AlignParams ap;
-    ap.topk_ids = static_cast<const std::int32_t*>(dids.data());
-    ap.pairs = pairs;
-    ap.num_experts = static_cast<int>(E);
-    ap.block_m = static_cast<int>(block_m);
-    ap.capacity = capacity;
-    ap.sorted_token_ids = static_cast<std::int32_t*>(sorted.data());
-    ap.expert_ids = static_cast<std::int32_t*>(expert_ids.data());
-    ap.expert_offsets = static_cast<std::int32_t*>(offsets.data());
-    ap.num_tokens_post_padded = static_cast<std::int32_t*>(total.data());
 
     cuda_moe::sm90::ExpertsArgs a;
     a.x = static_cast<const __nv_bfloat16*>(dx.data());
@@ -143,12 +127,8 @@ class Sm90Experts {
     a.w1 = static_cast<const __nv_bfloat16*>(dw1.data());
     a.w2 = static_cast<const __nv_bfloat16*>(dw2.data());
     a.layout = p_.layout;
-    a.topk_ids = ap.topk_ids;
+    a.topk_ids = static_cast<const std::int32_t*>(dids.data());
     a.topk_weights = static_cast<const float*>(dweights.data());
-    a.sorted_token_ids = ap.sorted_token_ids;
-    a.expert_offsets = ap.expert_offsets;
-    a.num_tokens_post_padded = ap.num_tokens_post_padded;
-    a.capacity = capacity;
     a.out = static_cast<__nv_bfloat16*>(out.data());
     a.out_row_stride = out_stride;
     a.tokens = T;
@@ -163,11 +143,7 @@ class Sm90Experts {
 
     cudaStream_t stream;
     EXPECT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-    auto launch = [&]() {
-      Status s = cuda_moe::launch_align_block_m(ap, stream);
-      if (s.ok()) s = cuda_moe::sm90::experts_forward(a, stream);
-      return s;
-    };
+    auto launch = [&]() { return cuda_moe::sm90::experts_forward(a, stream); };
     if (graph) {
       cudaGraph_t g;
       cudaGraphExec_t exec;
@@ -248,9 +224,15 @@ TEST_P(Sm90ExpertsTest, AllPairsOnOneExpert) {
 
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90ExpertsTest,
                          ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                                              GemmTile::kCooperative128x256,
-                                                              GemmTile::kPingpong128x128),
+                                                              GemmTile::kCooperative128x256),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
+
+TEST_P(Sm90ExpertsTest, FewTokens) {
+  SKIP_WITHOUT_SM90();
+  const auto [tile, layout] = GetParam();
+  check({8, 2, 128, 64, 3, layout, Routing::kRandom, tile}, false);
+  check({5, 5, 64, 40, 1, layout, Routing::kRandom, tile}, false);
+}
 
 // A model shape (Qwen3-30B-A3B experts) at a prefill size just above the decode threshold.
 TEST(Sm90Experts, Qwen3MoeShape) {

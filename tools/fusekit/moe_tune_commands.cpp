@@ -1,6 +1,6 @@
 // `fusekit tune moe`: the offline tuner of the Hopper MoE path. For each model shape and token
-// count it routes random tokens (k distinct experts each, uniform), aligns and permutes them as
-// the forward does, then times GEMM1 (N = 2I, K = H) and GEMM2 (N = H, K = I) with every
+// count it routes random tokens (k distinct experts each, uniform), counts, scans and permutes
+// them as the forward does, then times GEMM1 (N = 2I, K = H) and GEMM2 (N = H, K = I) with every
 // compiled tile and keeps the fastest of each. It prints the table and, with --write, writes it
 // as the C++ rows that gemm_config_sm90.cpp includes (src/cuda/moe/sm90/tuned_configs_sm90.inc);
 // each row serves the T range around its tuned T (geometric midpoints to its neighbours).
@@ -26,7 +26,6 @@
 
 #include "common/float_bits.h"
 #include "cuda/moe/gemm_config.h"
-#include "cuda/moe/kernels.h"
 #include "cuda/moe/sm90/gemm_config_sm90.h"
 #include "cuda/moe/sm90/moe_sm90.h"
 #endif
@@ -46,14 +45,13 @@ constexpr ModelCase kCases[] = {
 
 using fusekit::cuda_moe::sm90::GemmTile;
 constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                               GemmTile::kCooperative128x256, GemmTile::kPingpong128x128};
+                               GemmTile::kCooperative128x256};
 constexpr int kNumTiles = sizeof(kTiles) / sizeof(kTiles[0]);
 const char* tile_enum_name(GemmTile t) {
   switch (t) {
     case GemmTile::kPingpong64x128: return "kPingpong64x128";
     case GemmTile::kCooperative128x128: return "kCooperative128x128";
     case GemmTile::kCooperative128x256: return "kCooperative128x256";
-    case GemmTile::kPingpong128x128: return "kPingpong128x128";
   }
   return "?";
 }
@@ -125,13 +123,11 @@ int tune_moe(const fusekit::cli::Args& args) {
     if (!wanted.empty() && wanted.find(mc.name) == std::string::npos) continue;
     const std::int64_t max_T = *std::max_element(token_list.begin(), token_list.end());
     const std::int64_t max_pairs = max_T * mc.k;
-    const std::int64_t block_m = fusekit::cuda_moe::kBlockM;
-    const std::int64_t max_cap = fusekit::cuda_moe::align_capacity_rows(max_T, mc.k, mc.E, block_m);
     Buf w1(std::size_t(mc.E) * 2 * mc.I * mc.H * 2), w2(std::size_t(mc.E) * mc.H * mc.I * 2);
-    Buf x(std::size_t(max_T) * mc.H * 2), ids(max_pairs * 4), sorted(max_cap * 4), expert_ids(max_cap / block_m * 4),
-        offsets((mc.E + 1) * 4), total(4), inv(max_pairs * 4), group_rows(mc.E * 4);
-    Buf xs(std::size_t(max_cap) * mc.H * 2), h(std::size_t(max_cap) * 2 * mc.I * 2),
-        act(std::size_t(max_cap) * mc.I * 2), y(std::size_t(max_cap) * mc.H * 2);
+    Buf x(std::size_t(max_T) * mc.H * 2), ids(max_pairs * 4), counts(mc.E * 4), rank(max_pairs * 4),
+        offsets((mc.E + 1) * 4), inv(max_pairs * 4);
+    Buf xs(std::size_t(max_pairs) * mc.H * 2), h(std::size_t(max_pairs) * 2 * mc.I * 2),
+        act(std::size_t(max_pairs) * mc.I * 2), y(std::size_t(max_pairs) * mc.H * 2);
     Buf ws1(sm90::grouped_gemm_bf16_sm90_workspace_size(int(mc.E)));
     if (!w1.p || !w2.p || !x.p || !xs.p || !h.p || !act.p || !y.p || !ws1.p) {
       std::printf("tune moe: out of device memory for %s\n", mc.name);
@@ -143,7 +139,7 @@ int tune_moe(const fusekit::cli::Args& args) {
     fill_random_bf16(act.p, act.bytes / 2, 1.f, rng);
 
     for (std::int64_t T : token_list) {
-      if (fusekit::cuda_moe::use_decode_path(T, mc.k)) continue;  // the decode GEMVs serve these
+      if (fusekit::cuda_moe::use_decode_path(T, mc.k, mc.E)) continue;  // the decode GEMVs serve these
       const std::int64_t pairs = T * mc.k;
       std::vector<std::int32_t> host_ids;
       std::vector<std::int32_t> perm(mc.E);
@@ -156,32 +152,27 @@ int tune_moe(const fusekit::cli::Args& args) {
         }
       }
       cudaMemcpy(ids.p, host_ids.data(), pairs * 4, cudaMemcpyHostToDevice);
-      const std::int64_t cap = fusekit::cuda_moe::align_capacity_rows(T, mc.k, mc.E, block_m);
-      fusekit::cuda_moe::AlignParams ap;
-      ap.topk_ids = static_cast<const std::int32_t*>(ids.p);
-      ap.pairs = pairs;
-      ap.num_experts = int(mc.E);
-      ap.block_m = int(block_m);
-      ap.capacity = cap;
-      ap.sorted_token_ids = static_cast<std::int32_t*>(sorted.p);
-      ap.expert_ids = static_cast<std::int32_t*>(expert_ids.p);
-      ap.expert_offsets = static_cast<std::int32_t*>(offsets.p);
-      ap.num_tokens_post_padded = static_cast<std::int32_t*>(total.p);
+      sm90::CountPairsParams cp;
+      cp.topk_ids = static_cast<const std::int32_t*>(ids.p);
+      cp.pairs = pairs;
+      cp.num_experts = int(mc.E);
+      cp.counts = static_cast<std::int32_t*>(counts.p);
+      cp.rank = static_cast<std::int32_t*>(rank.p);
       sm90::PermuteParams pp;
       pp.x = static_cast<const __nv_bfloat16*>(x.p);
       pp.x_row_stride = mc.H;
-      pp.sorted_token_ids = ap.sorted_token_ids;
-      pp.expert_offsets = ap.expert_offsets;
-      pp.num_tokens_post_padded = ap.num_tokens_post_padded;
-      pp.capacity = cap;
+      pp.topk_ids = cp.topk_ids;
+      pp.rank = cp.rank;
+      pp.offsets = static_cast<const std::int32_t*>(offsets.p);
       pp.pairs = pairs;
       pp.top_k = int(mc.k);
       pp.num_experts = int(mc.E);
       pp.hidden = mc.H;
       pp.xs = static_cast<__nv_bfloat16*>(xs.p);
       pp.inv = static_cast<std::int32_t*>(inv.p);
-      pp.group_rows = static_cast<std::int32_t*>(group_rows.p);
-      fusekit::Status st = fusekit::cuda_moe::launch_align_block_m(ap, stream);
+      cudaMemsetAsync(counts.p, 0, mc.E * 4, stream);
+      fusekit::Status st = sm90::launch_align_count_pairs(cp, stream);
+      if (st.ok()) st = sm90::launch_align_scan_offsets(cp.counts, int(mc.E), static_cast<std::int32_t*>(offsets.p), stream);
       if (st.ok()) st = sm90::launch_permute_rows_bf16(pp, stream);
       cudaStreamSynchronize(stream);
       if (!st.ok()) {
@@ -193,8 +184,8 @@ int tune_moe(const fusekit::cli::Args& args) {
       double best1 = 1e30, best2 = 1e30;
       for (int ti = 0; ti < kNumTiles; ++ti) {
         sm90::GroupedGemmArgs g;
-        g.group_offsets = ap.expert_offsets;
-        g.group_rows = pp.group_rows;
+        g.group_offsets = pp.offsets;
+        g.group_rows = cp.counts;
         g.groups = int(mc.E);
         g.layout = layout;
         g.tile = kTiles[ti];

@@ -51,7 +51,11 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const auto* w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   const auto* w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
 
-  if (use_decode_path(T, k, c.num_experts)) {
+  const bool decode = use_decode_path(T, k, c.num_experts);
+  if (!decode && sm90::prefill_enabled(x.device_id)) {  // Hopper: TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
+    return sm90::prefill_forward(layer, x, ids, weights, out, workspace, stream);
+  }
+  if (decode) {
     DecodeParams d1;
     d1.a = static_cast<const __nv_bfloat16*>(x.data);
     d1.a_row_stride = x.strides[0];
@@ -95,11 +99,6 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     a.expert_offsets = reinterpret_cast<std::int32_t*>(ws + wl.expert_offsets);
     a.num_tokens_post_padded = reinterpret_cast<std::int32_t*>(ws + wl.num_tokens_post_padded);
     FUSEKIT_RETURN_IF_ERROR(launch_align_block_m(a, stream));
-    if (sm90::prefill_enabled(x.device_id)) {  // Hopper: TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
-      return sm90::prefill_forward(layer, x, ids, weights,
-                                   {a.sorted_token_ids, a.expert_offsets, a.num_tokens_post_padded, capacity}, out,
-                                   workspace, stream);
-    }
 
     GroupedGemmParams g1;
     g1.a = static_cast<const __nv_bfloat16*>(x.data);

@@ -1,7 +1,7 @@
 // finalize (Hopper MoE path): out[t, :] = bf16( sum_{j=0..k-1} w[t*k+j] * y[inv[t*k+j], :] ),
 // j in that fixed order, fp32 (deterministic run to run). A slot whose expert id lies outside
 // [0, E) contributes nothing (its pair is in no expert's run, so inv and y were never written).
-// Shapes: y [capacity, H] packed, aligned order (GEMM2's output); inv/topk_ids/topk_weights
+// Shapes: y [rows, H] packed, expert order (GEMM2's output); inv/topk_ids/topk_weights
 // [T*k]; out [T, H] (row stride out_row_stride). H % 8 == 0.
 // Threads: one per 8 consecutive outputs of a token (16-byte loads/stores), grid-stride over
 // T * H / 8 with a grid fixed by the host-known T.

@@ -12,7 +12,6 @@ namespace {
 constexpr GemmTile kPingpong64x128 = GemmTile::kPingpong64x128;
 constexpr GemmTile kCooperative128x128 = GemmTile::kCooperative128x128;
 constexpr GemmTile kCooperative128x256 = GemmTile::kCooperative128x256;
-[[maybe_unused]] constexpr GemmTile kPingpong128x128 = GemmTile::kPingpong128x128;
 
 const TunedEntry kTuned[] = {
 #include "cuda/moe/sm90/tuned_configs_sm90.inc"

@@ -40,7 +40,6 @@ const char* gemm_tile_name(GemmTile tile) {
     case GemmTile::kPingpong64x128: return "pingpong_64x128x64_c1x1";
     case GemmTile::kCooperative128x128: return "cooperative_128x128x64_c1x1";
     case GemmTile::kCooperative128x256: return "cooperative_128x256x64_c2x1";
-    case GemmTile::kPingpong128x128: return "pingpong_128x128x64_c2x1";
   }
   return "unknown";
 }
@@ -121,13 +120,10 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
       return nk ? detail::gemm_sm90_coop128x128_nk(launch, stream) : detail::gemm_sm90_coop128x128_kn(launch, stream);
     case GemmTile::kCooperative128x256:
       return nk ? detail::gemm_sm90_coop128x256_nk(launch, stream) : detail::gemm_sm90_coop128x256_kn(launch, stream);
-    case GemmTile::kPingpong128x128:
-      return nk ? detail::gemm_sm90_pingpong128x128_nk(launch, stream)
-                : detail::gemm_sm90_pingpong128x128_kn(launch, stream);
   }
   return invalid_argument(
       "grouped_gemm_bf16_sm90: tile must be one of pingpong_64x128x64_c1x1, cooperative_128x128x64_c1x1, "
-      "cooperative_128x256x64_c2x1, pingpong_128x128x64_c2x1");
+      "cooperative_128x256x64_c2x1");
 #endif
 }
 

@@ -62,10 +62,6 @@ using Cooperative128x256 = TileConfig<cute::Shape<_128, _256, _64>, cute::Shape<
                                       cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
                                       cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
 
-using Pingpong128x128 = TileConfig<cute::Shape<_128, _128, _64>, cute::Shape<_2, _1, _1>,
-                                   cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
-                                   cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
-
 // kNK weights are [n, k] with k contiguous: CUTLASS's column-major B (K x N). kKN: row-major B.
 template <MoeWeightLayout L>
 using LayoutBFor =

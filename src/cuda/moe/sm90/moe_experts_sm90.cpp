@@ -1,6 +1,6 @@
-// experts_forward: the Hopper prefill path after route + align (stages and formulas:
-// moe_sm90.h). Carves the caller's workspace, then launches permute -> gemm1 -> swiglu ->
-// gemm2 -> finalize on one stream. Two buffers serve the four activations in turn:
+// experts_forward: the Hopper path after route (stages and formulas: moe_sm90.h). Carves the
+// caller's workspace, then launches count -> scan -> permute -> gemm1 -> swiglu -> gemm2 ->
+// finalize on one stream. Two buffers serve the four activations in turn:
 //   buf0: xs [rows, H]  -> act [rows, I]     (xs is dead once gemm1 has run)
 //   buf1: h [rows, 2I]  -> y [rows, H]       (h is dead once swiglu has run)
 #include <algorithm>
@@ -15,11 +15,10 @@ namespace {
 std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
 
 struct ExpertsLayout {
-  std::size_t inv, group_rows, gemm1_ws, gemm2_ws, buf0, buf1, total;
+  std::size_t counts, rank, offsets, inv, gemm1_ws, gemm2_ws, buf0, buf1, total;
 };
 
-ExpertsLayout experts_layout(std::int64_t capacity, std::int64_t pairs, std::int64_t E, std::int64_t H,
-                             std::int64_t I) {
+ExpertsLayout experts_layout(std::int64_t pairs, std::int64_t E, std::int64_t H, std::int64_t I) {
   ExpertsLayout l{};
   std::size_t at = 0;
   auto take = [&at](std::size_t bytes) {
@@ -27,61 +26,74 @@ ExpertsLayout experts_layout(std::int64_t capacity, std::int64_t pairs, std::int
     at += round256(bytes);
     return here;
   };
+  const std::size_t rows = static_cast<std::size_t>(pairs);
   const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(static_cast<int>(E));
-  l.inv = take(sizeof(std::int32_t) * static_cast<std::size_t>(pairs));
-  l.group_rows = take(sizeof(std::int32_t) * static_cast<std::size_t>(E));
+  l.counts = take(sizeof(std::int32_t) * static_cast<std::size_t>(E));
+  l.rank = take(sizeof(std::int32_t) * rows);
+  l.offsets = take(sizeof(std::int32_t) * static_cast<std::size_t>(E + 1));
+  l.inv = take(sizeof(std::int32_t) * rows);
   l.gemm1_ws = take(gemm_ws);
   l.gemm2_ws = take(gemm_ws);
-  l.buf0 = take(2 * static_cast<std::size_t>(capacity) * static_cast<std::size_t>(std::max(H, I)));
-  l.buf1 = take(2 * static_cast<std::size_t>(capacity) * static_cast<std::size_t>(std::max(2 * I, H)));
+  l.buf0 = take(2 * rows * static_cast<std::size_t>(std::max(H, I)));
+  l.buf1 = take(2 * rows * static_cast<std::size_t>(std::max(2 * I, H)));
   l.total = at;
   return l;
 }
 
 }  // namespace
 
-std::size_t experts_workspace_size(std::int64_t capacity, std::int64_t pairs, const MoeConfig& c) {
-  return experts_layout(capacity, pairs, c.num_experts, c.hidden, c.intermediate).total;
+std::size_t experts_workspace_size(std::int64_t pairs, const MoeConfig& c) {
+  return experts_layout(pairs, c.num_experts, c.hidden, c.intermediate).total;
 }
 
 Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   if (a.tokens == 0) return Status::Ok();
   const std::int64_t pairs = a.tokens * a.top_k;
-  const ExpertsLayout l = experts_layout(a.capacity, pairs, a.num_experts, a.hidden, a.intermediate);
+  const ExpertsLayout l = experts_layout(pairs, a.num_experts, a.hidden, a.intermediate);
   if (a.workspace == nullptr || a.workspace_bytes < l.total ||
       (reinterpret_cast<std::uintptr_t>(a.workspace) & 255u) != 0) {
     return invalid_argument("moe sm90: workspace must be 256-byte aligned and hold " + std::to_string(l.total) +
                             " bytes, got " + std::to_string(a.workspace_bytes));
   }
   char* ws = static_cast<char*>(a.workspace);
+  auto* counts = reinterpret_cast<std::int32_t*>(ws + l.counts);
+  auto* rank = reinterpret_cast<std::int32_t*>(ws + l.rank);
+  auto* offsets = reinterpret_cast<std::int32_t*>(ws + l.offsets);
   auto* inv = reinterpret_cast<std::int32_t*>(ws + l.inv);
-  auto* group_rows = reinterpret_cast<std::int32_t*>(ws + l.group_rows);
   auto* buf0 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf0);
   auto* buf1 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf1);
   const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(a.num_experts);
 
+  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(counts, 0, sizeof(std::int32_t) * a.num_experts, stream));
+  CountPairsParams cp;
+  cp.topk_ids = a.topk_ids;
+  cp.pairs = pairs;
+  cp.num_experts = a.num_experts;
+  cp.counts = counts;
+  cp.rank = rank;
+  FUSEKIT_RETURN_IF_ERROR(launch_align_count_pairs(cp, stream));
+  FUSEKIT_RETURN_IF_ERROR(launch_align_scan_offsets(counts, a.num_experts, offsets, stream));
+
   PermuteParams pp;
   pp.x = a.x;
   pp.x_row_stride = a.x_row_stride;
-  pp.sorted_token_ids = a.sorted_token_ids;
-  pp.expert_offsets = a.expert_offsets;
-  pp.num_tokens_post_padded = a.num_tokens_post_padded;
-  pp.capacity = a.capacity;
+  pp.topk_ids = a.topk_ids;
+  pp.rank = rank;
+  pp.offsets = offsets;
   pp.pairs = pairs;
   pp.top_k = a.top_k;
   pp.num_experts = a.num_experts;
   pp.hidden = a.hidden;
   pp.xs = buf0;
   pp.inv = inv;
-  pp.group_rows = group_rows;
   FUSEKIT_RETURN_IF_ERROR(launch_permute_rows_bf16(pp, stream));
 
   GroupedGemmArgs g1;
   g1.a = buf0;
   g1.b = a.w1;
   g1.d = buf1;
-  g1.group_offsets = a.expert_offsets;
-  g1.group_rows = group_rows;
+  g1.group_offsets = offsets;
+  g1.group_rows = counts;
   g1.groups = a.num_experts;
   g1.n = 2 * a.intermediate;
   g1.k = a.hidden;
@@ -94,10 +106,8 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   SwigluParams sp;
   sp.h = buf1;
   sp.act = buf0;
-  sp.sorted_token_ids = a.sorted_token_ids;
-  sp.num_tokens_post_padded = a.num_tokens_post_padded;
-  sp.capacity = a.capacity;
-  sp.pairs = pairs;
+  sp.rows = offsets + a.num_experts;
+  sp.max_rows = pairs;
   sp.intermediate = a.intermediate;
   FUSEKIT_RETURN_IF_ERROR(launch_swiglu_rows_bf16(sp, stream));
 

@@ -34,8 +34,9 @@ int sm_count(int device) {
   return sms;
 }
 
-// The route + align regions end where the portable path's activations begin.
-std::size_t own_offset(const MoeConfig& c) { return workspace_layout(c).act; }
+// The routing regions (topk_ids, topk_weights) come first; this path needs none of the
+// portable path's align regions, so its buffers start where those begin.
+std::size_t own_offset(const MoeConfig& c) { return workspace_layout(c).sorted_token_ids; }
 
 }  // namespace
 
@@ -57,8 +58,7 @@ bool prefill_enabled(int device) {
 
 std::size_t forward_workspace_size(const MoeConfig& c) {
 #if FUSEKIT_WITH_CUTLASS
-  const WorkspaceLayout wl = workspace_layout(c);
-  return own_offset(c) + experts_workspace_size(wl.capacity, c.max_tokens * c.top_k, c);
+  return own_offset(c) + experts_workspace_size(c.max_tokens * c.top_k, c);
 #else
   (void)c;
   return 0;
@@ -66,8 +66,8 @@ std::size_t forward_workspace_size(const MoeConfig& c) {
 }
 
 Status prefill_forward(const MoeLayer& layer, const TensorView& x, const std::int32_t* topk_ids,
-                       const float* topk_weights, const AlignOutput& aligned, const TensorView& out,
-                       const MoeWorkspace& workspace, cudaStream_t stream) {
+                       const float* topk_weights, const TensorView& out, const MoeWorkspace& workspace,
+                       cudaStream_t stream) {
   const MoeConfig& c = layer.config;
   const std::size_t at = own_offset(c);
   if (workspace.bytes < forward_workspace_size(c)) {
@@ -82,10 +82,6 @@ Status prefill_forward(const MoeLayer& layer, const TensorView& x, const std::in
   a.layout = c.layout;
   a.topk_ids = topk_ids;
   a.topk_weights = topk_weights;
-  a.sorted_token_ids = aligned.sorted_token_ids;
-  a.expert_offsets = aligned.expert_offsets;
-  a.num_tokens_post_padded = aligned.num_tokens_post_padded;
-  a.capacity = aligned.capacity;
   a.out = static_cast<__nv_bfloat16*>(out.data);
   a.out_row_stride = out.strides[0];
   a.tokens = x.shape[0];

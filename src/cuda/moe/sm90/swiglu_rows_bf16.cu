@@ -1,9 +1,8 @@
 // swiglu (Hopper MoE path): act[r, c] = silu(h[r, c]) * h[r, I + c], fp32 math, bf16 out, for
-// the real aligned rows r (r < num_tokens_post_padded and sorted_token_ids[r] < pairs).
-// Shapes: h [capacity, 2I] packed (gate columns first, then up), act [capacity, I] packed.
+// the rows r < *rows (the packed expert runs; *rows is read on the device).
+// Shapes: h [max_rows, 2I] packed (gate columns first, then up), act [max_rows, I] packed.
 // I % 8 == 0. Threads: one per 8 outputs (16-byte loads of gate and up, 16-byte store),
-// grid-stride over capacity * I / 8 with a grid fixed by the host-known capacity.
-// Padding rows are skipped: GEMM1 never wrote them and GEMM2 never reads them.
+// grid-stride over rows * I / 8 with a grid fixed by the host-known max_rows.
 #include "common/cuda_check.h"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/sm90/moe_sm90.h"
@@ -15,13 +14,12 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) swiglu_rows_bf16_kernel(SwigluParams p) {
   const std::int64_t chunks = p.intermediate / 8;
-  const std::int64_t rows = min(p.capacity, static_cast<std::int64_t>(*p.num_tokens_post_padded));
+  const std::int64_t rows = min(p.max_rows, static_cast<std::int64_t>(*p.rows));
   const std::int64_t total = rows * chunks;
   for (std::int64_t i = std::int64_t(blockIdx.x) * kThreads + threadIdx.x; i < total;
        i += std::int64_t(gridDim.x) * kThreads) {
     const std::int64_t r = i / chunks;
     const std::int64_t c = (i - r * chunks) * 8;
-    if (p.sorted_token_ids[r] >= p.pairs) continue;
     const __nv_bfloat16* row = p.h + r * 2 * p.intermediate;
     float g[8], u[8];
     dev::unpack8(__ldg(reinterpret_cast<const uint4*>(row + c)), g);
@@ -36,7 +34,7 @@ __global__ void __launch_bounds__(kThreads) swiglu_rows_bf16_kernel(SwigluParams
 
 Status launch_swiglu_rows_bf16(const SwigluParams& p, cudaStream_t stream) {
   if (p.intermediate % 8 != 0) return invalid_argument("swiglu: intermediate must be a multiple of 8");
-  const std::int64_t total = p.capacity * (p.intermediate / 8);
+  const std::int64_t total = p.max_rows * (p.intermediate / 8);
   if (total == 0) return Status::Ok();
   std::int64_t blocks = (total + kThreads - 1) / kThreads;
   if (blocks > 132 * 16) blocks = 132 * 16;  // grid-stride: enough CTAs to fill an H100 16x over

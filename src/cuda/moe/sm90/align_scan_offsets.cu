@@ -1,0 +1,39 @@
+// scan (Hopper MoE path, align step 2): offsets[e] = sum_{e' < e} counts[e'], offsets[E] = the
+// total, i.e. packed (unpadded) expert runs.
+// Shapes: counts [E] int32, offsets [E + 1] int32, E <= 512.
+// Threads: one CTA of 512, one expert per thread, cub::BlockScan.
+#include <cub/block/block_scan.cuh>
+
+#include "common/cuda_check.h"
+#include "cuda/moe/sm90/moe_sm90.h"
+
+namespace fusekit::cuda_moe::sm90 {
+namespace {
+
+constexpr int kThreads = 512;
+
+__global__ void __launch_bounds__(kThreads) align_scan_offsets_kernel(const std::int32_t* counts, int E,
+                                                                       std::int32_t* offsets) {
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int e = threadIdx.x;
+  const int c = e < E ? counts[e] : 0;
+  int excl = 0, total = 0;
+  Scan(tmp).ExclusiveSum(c, excl, total);
+  if (e < E) offsets[e] = excl;
+  if (e == 0) offsets[E] = total;
+}
+
+}  // namespace
+
+Status launch_align_scan_offsets(const std::int32_t* counts, int num_experts, std::int32_t* offsets,
+                                 cudaStream_t stream) {
+  if (num_experts < 1 || num_experts > kThreads) {
+    return invalid_argument("align scan: num_experts must be in [1, 512], got " + std::to_string(num_experts));
+  }
+  align_scan_offsets_kernel<<<1, kThreads, 0, stream>>>(counts, num_experts, offsets);
+  FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("align_scan_offsets_kernel");
+  return Status::Ok();
+}
+
+}  // namespace fusekit::cuda_moe::sm90
