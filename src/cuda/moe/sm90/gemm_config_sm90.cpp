@@ -20,7 +20,7 @@ const TunedEntry kTuned[] = {
 
 GemmTile heuristic_tile(double rows_per_expert) {
   if (rows_per_expert <= 48) return kPingpong64x128;
-  if (rows_per_expert <= 384) return kCooperative128x128;
+  if (rows_per_expert <= 96) return kCooperative128x128;
   return kCooperative128x256;
 }
 

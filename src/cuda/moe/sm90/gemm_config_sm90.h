@@ -7,10 +7,13 @@
 //   m <= 48        pingpong 64x128x64       weight-read bound: the smallest M tile wastes the
 //                                           fewest tensor-core cycles; 2 consumer warpgroups on
 //                                           alternate tiles hide the epilogue
-//   48 < m <= 384  cooperative 128x128x64   mid: tiles fill M, twice the N tiles of 128x256 keep
+//   48 < m <= 96   cooperative 128x128x64   mid: tiles fill M, twice the N tiles of 128x256 keep
 //                                           132 SMs busy when E*ceil(m/128)*N/256 is small
-//   m > 384        cooperative 128x256x64   compute bound: the largest tile, B multicast over a
+//   m > 96         cooperative 128x256x64   compute bound: the largest tile, B multicast over a
 //                  (cluster 2x1)            2x1 cluster halves weight traffic into L2/SMEM
+// (Bounds from `fusekit tune moe` on H100, bench/results/moe_tune_h100.json: pingpong wins up
+// to m = 32 on all three model shapes; at m = 64 128x128 wins or is within 2%; from m = 128
+// 128x256 wins GEMM1 everywhere and GEMM2 but for Qwen3-30B-A3B's K = 768, within 5%.)
 //
 // Both GEMMs of the layer get their own choice (gemm1: N = 2I, K = H; gemm2: N = H, K = I).
 #pragma once
