@@ -365,7 +365,7 @@ int demo(const fusekit::cli::Args&) {
           Data d = make_data(c, 42 + tokens);
           const RunResult r = run_cuda(d, Placement::kInPlace, 50);
           failures += !(r.status.ok() && r.check.ok);
-          std::printf("  cuda in place  %-62s %s  %8.2f us/call (graph)  %7.0f GB/s\n", c.describe().c_str(), status_line(r).c_str(),
+          std::printf("  cuda in place  %-62s %s  %8.2f us/call (graph, L2 warm)  %7.0f GB/s\n", c.describe().c_str(), status_line(r).c_str(),
                       r.us, r.us > 0 ? c.qk_bytes_moved() / (r.us * 1e3) : 0.0);
         }
       }
