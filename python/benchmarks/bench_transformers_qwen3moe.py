@@ -16,7 +16,7 @@ for these implementations, in this order on one model:
                      (HF's own router: torch softmax + top-k)
   fusekit            q/k norm + the whole sparse MoE block in fusekit (swap_qwen3_moe)
 
-Writes one JSON file in bench/results format (/work/shared/BENCH_FORMAT.md): op "model_prefill"
+Writes one JSON file in bench/results format (shared/BENCH_FORMAT.md): op "model_prefill"
 or "model_decode", speed-ups against hf_grouped_mm in "speedup_vs_hf_grouped_mm".
 """
 

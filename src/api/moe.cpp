@@ -311,6 +311,15 @@ Status expect_disjoint(const TensorView& out, const char* out_name, std::initial
   return Status::Ok();
 }
 
+// `out` must not overlap any of the align stage's outputs.
+Status expect_disjoint_from_alignment(const TensorView& out, const char* out_name, const MoeAlignment& a) {
+  return expect_disjoint(out, out_name,
+                         {{&a.sorted_token_ids, "alignment.sorted_token_ids"},
+                          {&a.expert_ids, "alignment.expert_ids"},
+                          {&a.expert_offsets, "alignment.expert_offsets"},
+                          {&a.num_tokens_post_padded, "alignment.num_tokens_post_padded"}});
+}
+
 // The calling thread's current CUDA device must be the tensors' device.
 Status check_current_device(const TensorView& t, const char* name) {
   if (t.device != DeviceType::kCUDA) return Status::Ok();
@@ -741,14 +750,8 @@ Status moe_gemm1_swiglu(const MoeLayer& layer, const TensorView& x, const MoeAli
   FUSEKIT_RETURN_IF_ERROR(expect_aligned(w1, "layer.weights.w1", 16));
   FUSEKIT_RETURN_IF_ERROR(expect_aligned_rows(act, "act"));
   FUSEKIT_RETURN_IF_ERROR(check_int32_aligned(alignment));
-  const MoeAlignment& a = alignment;
-  FUSEKIT_RETURN_IF_ERROR(expect_disjoint(act, "act",
-                                          {{&x, "x"},
-                                           {&w1, "layer.weights.w1"},
-                                           {&a.sorted_token_ids, "alignment.sorted_token_ids"},
-                                           {&a.expert_ids, "alignment.expert_ids"},
-                                           {&a.expert_offsets, "alignment.expert_offsets"},
-                                           {&a.num_tokens_post_padded, "alignment.num_tokens_post_padded"}}));
+  FUSEKIT_RETURN_IF_ERROR(expect_disjoint(act, "act", {{&x, "x"}, {&w1, "layer.weights.w1"}}));
+  FUSEKIT_RETURN_IF_ERROR(expect_disjoint_from_alignment(act, "act", alignment));
   if (x.device == DeviceType::kCPU) {
     if (cap == 0) return Status::Ok();
     return cpu::moe_gemm1_swiglu_cpu(layer, x, alignment, act);
@@ -792,15 +795,9 @@ Status moe_gemm2(const MoeLayer& layer, const TensorView& act, const MoeAlignmen
   FUSEKIT_RETURN_IF_ERROR(expect_element_aligned(topk_weights, "topk_weights"));
   FUSEKIT_RETURN_IF_ERROR(expect_aligned_rows(y, "y"));
   FUSEKIT_RETURN_IF_ERROR(check_int32_aligned(alignment));
-  const MoeAlignment& a = alignment;
-  FUSEKIT_RETURN_IF_ERROR(expect_disjoint(y, "y",
-                                          {{&act, "act"},
-                                           {&w2, "layer.weights.w2"},
-                                           {&topk_weights, "topk_weights"},
-                                           {&a.sorted_token_ids, "alignment.sorted_token_ids"},
-                                           {&a.expert_ids, "alignment.expert_ids"},
-                                           {&a.expert_offsets, "alignment.expert_offsets"},
-                                           {&a.num_tokens_post_padded, "alignment.num_tokens_post_padded"}}));
+  FUSEKIT_RETURN_IF_ERROR(
+      expect_disjoint(y, "y", {{&act, "act"}, {&w2, "layer.weights.w2"}, {&topk_weights, "topk_weights"}}));
+  FUSEKIT_RETURN_IF_ERROR(expect_disjoint_from_alignment(y, "y", alignment));
   if (act.device == DeviceType::kCPU) {
     if (T == 0) return Status::Ok();
     return cpu::moe_gemm2_cpu(layer, act, alignment, topk_weights, y);
