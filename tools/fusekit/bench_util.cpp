@@ -79,6 +79,16 @@ bool write_json(const BenchRun& run, const std::string& path) {
   return static_cast<bool>(f);
 }
 
+bool write_json_if_requested(const BenchRun& run, const std::string& path, const char* command) {
+  if (path.empty()) return true;
+  if (!write_json(run, path)) {
+    std::fprintf(stderr, "%s: cannot write %s\n", command, path.c_str());
+    return false;
+  }
+  std::printf("wrote %s\n", path.c_str());
+  return true;
+}
+
 #if FUSEKIT_WITH_CUDA
 std::string device_name() {
   int dev = 0;

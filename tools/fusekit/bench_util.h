@@ -40,6 +40,9 @@ struct BenchRun {
 std::string git_commit();  // short hash of the working tree, or "unknown"
 std::string today();       // YYYY-MM-DD
 bool write_json(const BenchRun& run, const std::string& path);
+// For `--json PATH`: nothing when `path` is empty; else writes it and says so. False only when
+// the write failed (the message names `command`, e.g. "bench moe").
+bool write_json_if_requested(const BenchRun& run, const std::string& path, const char* command);
 
 #if FUSEKIT_WITH_CUDA
 std::string device_name();

@@ -852,14 +852,7 @@ int bench(const fusekit::cli::Args& args) {
   cudaStreamDestroy(stream);
   std::printf("(GB/s: weights touched for moe and the GEMMs; bytes moved for route, align, finalize. err: max-abs / "
               "max-ref of the forward vs the CPU oracle on the first rows)\n");
-  const std::string json = args.get("json", "");
-  if (!json.empty()) {
-    if (!fusekit::bench::write_json(run, json)) {
-      std::printf("bench moe: cannot write %s\n", json.c_str());
-      return 1;
-    }
-    std::printf("wrote %s\n", json.c_str());
-  }
+  if (!fusekit::bench::write_json_if_requested(run, args.get("json", ""), "bench moe")) return 1;
   return failures ? 1 : 0;
 #else
   (void)args;

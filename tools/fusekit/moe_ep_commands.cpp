@@ -432,14 +432,7 @@ int bench_moe_ep(const cli::Args& args) {
     });
   }
   for (auto& c : comms) moe_comm_destroy(&c);
-  const std::string json = args.get("json", "");
-  if (!json.empty()) {
-    if (!bench::write_json(run, json)) {
-      std::fprintf(stderr, "bench moe-ep: cannot write %s\n", json.c_str());
-      return 1;
-    }
-    std::printf("wrote %s\n", json.c_str());
-  }
+  if (!bench::write_json_if_requested(run, args.get("json", ""), "bench moe-ep")) return 1;
   if (!ok) std::fprintf(stderr, "bench moe-ep: a parallel forward failed or its error exceeded 1e-2\n");
   return ok ? 0 : 1;
 }

@@ -268,10 +268,7 @@ int tune_moe(const fusekit::cli::Args& args) {
       return 1;
     }
   }
-  if (args.has("json") && !fusekit::bench::write_json(run, args.get("json", ""))) {
-    std::printf("tune moe: cannot write %s\n", args.get("json", "").c_str());
-    return 1;
-  }
+  if (!fusekit::bench::write_json_if_requested(run, args.get("json", ""), "tune moe")) return 1;
   return 0;
 }
 #else

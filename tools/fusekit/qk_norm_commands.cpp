@@ -583,14 +583,7 @@ int bench(const fusekit::cli::Args& args) {
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   cudaStreamDestroy(stream);
-  const std::string json = args.get("json", "");
-  if (!json.empty()) {
-    if (!fusekit::bench::write_json(run, json)) {
-      std::printf("bench qk-norm: cannot write %s\n", json.c_str());
-      return 1;
-    }
-    std::printf("wrote %s\n", json.c_str());
-  }
+  if (!fusekit::bench::write_json_if_requested(run, args.get("json", ""), "bench qk-norm")) return 1;
   return failures ? 1 : 0;
 #else
   (void)args;
