@@ -94,6 +94,7 @@ std::vector<double> reference(const Data& d) {
   for (std::int64_t t = 0; t < T; ++t) {
     for (std::int64_t j = 0; j < k; ++j) {
       const std::int64_t e = d.ids[t * k + j];
+      if (e < 0 || e >= c.num_experts) continue;  // a dead slot contributes nothing
       for (std::int64_t i = 0; i < I; ++i) {
         double g = 0, u = 0;
         for (std::int64_t h = 0; h < H; ++h) {
@@ -140,11 +141,16 @@ std::vector<float> run(const Data& d, bool ref, DeviceBuffer& out) {
   return from_bits(out.to_host<std::uint16_t>(T * c.hidden), DType::kBF16);
 }
 
-void check(const Problem& p, bool with_ref = true) {
+// edit_ids (optional) rewrites the routing before the upload.
+void check(const Problem& p, bool with_ref = true, void (*edit_ids)(std::vector<std::int32_t>&, std::int64_t E) = nullptr) {
   SCOPED_TRACE("E=" + std::to_string(p.E) + " k=" + std::to_string(p.k) + " H=" + std::to_string(p.H) +
                " I=" + std::to_string(p.I) + " T=" + std::to_string(p.T) + (p.layout == MoeWeightLayout::kNK ? " NK" : " KN"));
   auto rng = make_rng();
-  const Data d = make_data(p, rng);
+  Data d = make_data(p, rng);
+  if (edit_ids) {
+    edit_ids(d.ids, p.E);
+    d.dids = DeviceBuffer::from(d.ids);
+  }
   const std::vector<double> want = reference(d);
   DeviceBuffer out(2 * p.T * p.H);
   const std::vector<float> got = run(d, false, out);
@@ -170,6 +176,22 @@ TEST(MoeCudaKernels, DecodePath) {
     check({128, 8, 2048, 768, 1, layout});
     check({8, 2, 1024, 1432, 7, layout});
     check({7, 3, 200, 96, 2, layout});
+  }
+}
+
+// The NK decode kernels serve each hit expert once for all its tokens (4 per pass, found 32
+// tokens per ballot): experts shared by many tokens, more than 32 tokens, dead slots.
+TEST(MoeCudaKernels, DecodePathSharedExpertsAndDeadSlots) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  PinPath decode("65535");
+  for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    check({4, 2, 264, 200, 13, layout});  // ~6 tokens per expert: several passes
+    check({2, 1, 128, 40, 70, layout}, false);  // > 32 tokens per expert: several ballots
+    check({1, 1, 64, 24, 9, layout}, false);   // every token to one expert
+    // Slots with ids outside [0, E): the KN path gives them a zero row, the NK path skips them.
+    check({6, 3, 136, 48, 11, layout}, false, [](std::vector<std::int32_t>& ids, std::int64_t E) {
+      for (std::size_t q = 0; q < ids.size(); q += 4) ids[q] = q % 8 == 0 ? -1 : static_cast<std::int32_t>(E);
+    });
   }
 }
 

@@ -1,5 +1,8 @@
 // forward (`cuda` backend): the whole layer on one stream, no allocation, no host sync.
-//   decode (use_decode_path: few pairs): route -> GEMV gemm1+SwiGLU per pair -> GEMV gemm2 per
+//   decode (use_decode_path: few pairs), NK weights: route -> decode gemm1+SwiGLU (each hit
+//                                    expert read once) -> decode gemm2 x weight + top-k sum,
+//                                    chained by programmatic dependent launch on Hopper
+//   decode, KN weights:              route -> GEMV gemm1+SwiGLU per pair -> GEMV gemm2 per
 //                                    pair -> finalize
 //   otherwise:                       route -> align -> grouped gemm1+SwiGLU -> grouped gemm2
 //                                    -> finalize
@@ -51,9 +54,28 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const auto* w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   const auto* w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
 
-  const bool decode = use_decode_path(T, k, c.num_experts);
+  const bool decode = use_decode_path(T, k, c.num_experts, c.layout);
   if (!decode && sm90::prefill_enabled(x.device_id)) {  // Hopper: TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
     return sm90::prefill_forward(layer, x, ids, weights, out, workspace, stream);
+  }
+  if (decode && c.layout == MoeWeightLayout::kNK) {
+    DecodeLayerParams d;
+    d.x = static_cast<const __nv_bfloat16*>(x.data);
+    d.x_row_stride = x.strides[0];
+    d.w1 = w1;
+    d.w2 = w2;
+    d.topk_ids = ids;
+    d.topk_weights = weights;
+    d.act = act;
+    d.out = static_cast<__nv_bfloat16*>(out.data);
+    d.out_row_stride = out.strides[0];
+    d.tokens = T;
+    d.top_k = static_cast<int>(k);
+    d.num_experts = static_cast<int>(c.num_experts);
+    d.hidden = c.hidden;
+    d.intermediate = c.intermediate;
+    FUSEKIT_RETURN_IF_ERROR(launch_decode_gemm1_swiglu_nk_bf16(d, stream));
+    return launch_decode_gemm2_finalize_nk_bf16(d, stream);
   }
   if (decode) {
     DecodeParams d1;
@@ -79,13 +101,8 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     d2.n = c.hidden;
     d2.k = c.intermediate;
     d2.epilogue = DecodeEpilogue::kRouterWeight;
-    if (c.layout == MoeWeightLayout::kNK) {
-      FUSEKIT_RETURN_IF_ERROR(launch_decode_gemv_nk_bf16(d1, stream));
-      FUSEKIT_RETURN_IF_ERROR(launch_decode_gemv_nk_bf16(d2, stream));
-    } else {
-      FUSEKIT_RETURN_IF_ERROR(launch_decode_gemv_kn_bf16(d1, stream));
-      FUSEKIT_RETURN_IF_ERROR(launch_decode_gemv_kn_bf16(d2, stream));
-    }
+    FUSEKIT_RETURN_IF_ERROR(launch_decode_gemv_kn_bf16(d1, stream));
+    FUSEKIT_RETURN_IF_ERROR(launch_decode_gemv_kn_bf16(d2, stream));
   } else {
     const std::int64_t capacity = align_capacity_rows(T, k, c.num_experts, wl.block_m);
     AlignParams a;

@@ -3,8 +3,9 @@
 // block_m       rows of one align block = rows of one grouped-GEMM CTA tile. One value today
 //               (64): the sm_80 mma.sync kernels are instantiated for it only (CI compiles every
 //               instantiation for two architectures). A Hopper path may add its own.
-// decode        few pairs (use_decode_path) run the no-sort GEMV path (one CTA row per (token,
-//               slot) pair), which reads each pair's expert weights once per pair at full width.
+// decode        few pairs (use_decode_path) run the no-sort decode kernels (no alignment); the
+//               bound depends on the weight layout, because the two layouts have different
+//               decode kernels.
 // capacity      rows of sorted_token_ids for T tokens: every non-empty expert's run is padded
 //               to block_m, and at most min(T*k, E) experts are non-empty.
 #pragma once
@@ -18,14 +19,19 @@
 namespace fusekit::cuda_moe {
 
 constexpr std::int64_t kBlockM = 64;
-// The GEMV path reads its expert once per pair; the grouped GEMM reads each hit expert once.
-// So it pays while pairs rarely share an expert: pairs <= 64 and pairs <= E / 2 (always for a
-// single token). Measured on H100 (docs/PERF_NOTES.md), eager, fused forward on given ids:
-//   Qwen3-30B-A3B (E 128, k 8): GEMV faster through T = 8 (64 pairs: 201 vs 261 us sm_80
-//     grouped, 207 vs 220 us sm_90 grouped); slower from T = 32.
-//   Mixtral (E 8, k 2): GEMV faster at T = 1 (269 vs 312 us sm_90 grouped); at T = 2 it is
-//     7% slower than sm_90 grouped but 30% faster than the sm_80 one; from T = 4 it loses.
-constexpr std::int64_t kDecodeMaxPairs = 64;
+// Decode path, NK weights (decode_gemm{1_swiglu,2_finalize}_nk_bf16.cu): gemm1 reads each hit
+// expert once, gemm2 once per pair. Measured on H100 (docs/PERF_NOTES.md, "Decode path v1"),
+// eager fused forward on given ids, decode vs sm_90 grouped:
+//   Qwen3-30B-A3B (E 128, k 8): T=1 40.3 vs 67.8 us, T=2 77.2 vs 96.7, T=4 140.7 vs 144.8,
+//     T=8 259.7 vs 212.8 (decode loses from 64 pairs).
+//   Mixtral (E 8, k 2): T=1 266.5 vs 306.4, T=2 521.8 vs 528.7, T=4 891.3 vs 790.7.
+// So: pairs <= 32 and (one token, or pairs <= E / 2).
+constexpr std::int64_t kDecodeMaxPairsNK = 32;
+// Decode path, KN weights (decode_gemv_kn_bf16.cu): one GEMV per pair, expert read once per
+// pair. Measured with the NK twin of that kernel (since replaced): Qwen3-30B-A3B faster than
+// the grouped GEMMs through T = 8 (201 vs 261 us sm_80 grouped, 207 vs 220 us sm_90 grouped);
+// Mixtral at T = 1 only (269 vs 312 us), at T = 2 7% slower than sm_90 grouped.
+constexpr std::int64_t kDecodeMaxPairsKN = 64;
 inline std::int64_t block_m_for(const MoeConfig& /*config*/) { return kBlockM; }
 inline bool block_m_supported(std::int64_t block_m) { return block_m == kBlockM; }
 
@@ -37,12 +43,14 @@ inline std::int64_t align_capacity_rows(std::int64_t tokens, std::int64_t top_k,
 }
 
 // FUSEKIT_MOE_DECODE_MAX_PAIRS=n replaces the rule by pairs <= n (for measuring it and for
-// tests that pin a path; read per call). num_experts unknown (default) -> pairs <= 64 only.
-inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts = 512) {
+// tests that pin a path; read per call). num_experts unknown (default) -> the pairs bound only.
+inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts = 512,
+                            MoeWeightLayout layout = MoeWeightLayout::kNK) {
   const std::int64_t pairs = tokens * top_k;
-  if (pairs > 65535) return false;  // the GEMV grids put pairs in gridDim.y
+  if (pairs > 65535) return false;  // the decode grids put pairs in gridDim.y
   if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_MAX_PAIRS")) return pairs <= std::atoll(env);
-  return pairs <= kDecodeMaxPairs && (pairs <= top_k || 2 * pairs <= num_experts);
+  const std::int64_t max_pairs = layout == MoeWeightLayout::kNK ? kDecodeMaxPairsNK : kDecodeMaxPairsKN;
+  return pairs <= max_pairs && (pairs <= top_k || 2 * pairs <= num_experts);
 }
 
 }  // namespace fusekit::cuda_moe

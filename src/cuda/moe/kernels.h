@@ -73,7 +73,7 @@ struct GroupedGemmParams {
 Status launch_grouped_gemm1_swiglu_bf16_sm80(const GroupedGemmParams& p, cudaStream_t stream);
 Status launch_grouped_gemm2_bf16_sm80(const GroupedGemmParams& p, cudaStream_t stream);
 
-// Decode path: one GEMV per (token, slot) pair, no alignment.
+// Decode path, KN weights: one GEMV per (token, slot) pair, no alignment (then finalize).
 enum class DecodeEpilogue {
   kSwiGLU,        // gemm1: out[p, c] = silu(a.W[e, gate c]) * (a.W[e, up c]); a row = token p / top_k
   kRouterWeight,  // gemm2: out[p, c] = topk_weights[p] * (a.W[e, c]);          a row = p
@@ -93,8 +93,30 @@ struct DecodeParams {
   std::int64_t k = 0;
   DecodeEpilogue epilogue = DecodeEpilogue::kSwiGLU;
 };
-Status launch_decode_gemv_nk_bf16(const DecodeParams& p, cudaStream_t stream);
 Status launch_decode_gemv_kn_bf16(const DecodeParams& p, cudaStream_t stream);
+
+// Decode path, NK weights (decode_gemm1_swiglu_nk_bf16.cu, decode_gemm2_finalize_nk_bf16.cu):
+// gemm1 reads each expert the batch hits once (not once per pair) and writes act; gemm2 reads
+// act, applies the router weights and sums over top-k itself, writing out (no y, no finalize).
+// Both kernels are launched as programmatic dependents (dependent_launch.cuh).
+struct DecodeLayerParams {
+  const __nv_bfloat16* x = nullptr;  // [tokens, hidden], rows x_row_stride apart
+  std::int64_t x_row_stride = 0;
+  const __nv_bfloat16* w1 = nullptr;  // [E, 2 * intermediate, hidden]: gate rows, then up rows
+  const __nv_bfloat16* w2 = nullptr;  // [E, hidden, intermediate]
+  const std::int32_t* topk_ids = nullptr;  // [tokens * top_k]
+  const float* topk_weights = nullptr;     // [tokens * top_k]
+  __nv_bfloat16* act = nullptr;            // [tokens * top_k, intermediate] packed (workspace)
+  __nv_bfloat16* out = nullptr;            // [tokens, hidden], rows out_row_stride apart
+  std::int64_t out_row_stride = 0;
+  std::int64_t tokens = 0;
+  int top_k = 0;
+  int num_experts = 0;
+  std::int64_t hidden = 0;
+  std::int64_t intermediate = 0;
+};
+Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
+Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
 
 struct FinalizeParams {
   const __nv_bfloat16* y = nullptr;  // [tokens * top_k, hidden] packed

@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_sigmoid_grouped_top
     }
   }
   auto weight_of = [&](int s) { return score[s]; };
-  select_topk(biased, eligible, E, p.top_k, p.routing.norm == MoeTopkNorm::kRenormalize,
+  select_topk(biased, eligible, p.top_k, p.routing.norm == MoeTopkNorm::kRenormalize,
               p.routing.routed_scaling_factor, p.topk_ids + t * p.top_k, p.topk_weights + t * p.top_k, weight_of);
 }
 

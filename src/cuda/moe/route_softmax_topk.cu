@@ -3,12 +3,16 @@
 //   ids[t, 0..k) = the k experts of largest logit, ties to the lower index
 //   w[t, j] = p[ids[t, j]] (/ sum_j p[ids[t, j]] if renormalised) * routed_scaling_factor
 // Shapes: logits [T, E] fp32|bf16 (row stride given), ids/weights [T, k] packed. E <= 512.
-// Threads: one warp per token, 4 tokens per CTA; expert e in lane e % 32.
+// Threads: one warp per token, 4 tokens per CTA; expert e in lane e % 32, slot e / 32 (the
+// slot count is a template parameter: 1, 4, 8 or 16 for E <= 32, 128, 256, 512).
+// Launch: first kernel of the decode chain; it lets the next kernel launch at once
+// (dependent_launch.cuh), which then waits for this one's ids and weights.
 // Deterministic: fixed shuffle trees, k picks in order. All logits NaN/-inf -> ids 0..k-1
 // (lowest indices win the ties), weights 0.
 #include <cmath>
 
 #include "common/cuda_check.h"
+#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/route_topk_common.cuh"
 
 namespace fusekit::cuda_moe {
@@ -16,15 +20,17 @@ namespace {
 
 using namespace route_detail;
 
+template <int kSlotsT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_softmax_topk_kernel(RouteParams p) {
+  dev::allow_dependent_grid();
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (t >= p.tokens) return;
   const int lane = threadIdx.x % 32;
-  float logit[kSlots];
+  float logit[kSlotsT];
   std::uint32_t eligible = 0;
   float mx = -INFINITY;
 #pragma unroll
-  for (int s = 0; s < kSlots; ++s) {
+  for (int s = 0; s < kSlotsT; ++s) {
     const int e = lane + 32 * s;
     logit[s] = -INFINITY;
     if (e < p.num_experts) {
@@ -38,7 +44,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_softmax_topk_kernel
   float sum = 0.f;
   if (mx != -INFINITY) {
 #pragma unroll
-    for (int s = 0; s < kSlots; ++s) {
+    for (int s = 0; s < kSlotsT; ++s) {
       if (lane + 32 * s < p.num_experts) sum += expf(logit[s] - mx);
     }
   }
@@ -46,8 +52,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_softmax_topk_kernel
   for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
   const float inv_sum = sum > 0.f ? 1.0f / sum : 0.f;
   auto weight_of = [&](int s) { return mx == -INFINITY ? 0.f : expf(logit[s] - mx) * inv_sum; };
-  select_topk(logit, eligible, p.num_experts, p.top_k, p.routing.norm == MoeTopkNorm::kRenormalize,
-              p.routing.routed_scaling_factor, p.topk_ids + t * p.top_k, p.topk_weights + t * p.top_k, weight_of);
+  select_topk(logit, eligible, p.top_k, p.routing.norm == MoeTopkNorm::kRenormalize, p.routing.routed_scaling_factor,
+              p.topk_ids + t * p.top_k, p.topk_weights + t * p.top_k, weight_of);
 }
 
 }  // namespace
@@ -58,7 +64,16 @@ Status launch_route_softmax_topk(const RouteParams& p, cudaStream_t stream) {
     return invalid_argument("route: num_experts must be in [1, 512], got " + std::to_string(p.num_experts));
   }
   const std::int64_t blocks = (p.tokens + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  route_softmax_topk_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(p);
+  const dim3 grid(static_cast<unsigned>(blocks)), block(kWarpsPerBlock * 32);
+  if (p.num_experts <= 32) {
+    route_softmax_topk_kernel<1><<<grid, block, 0, stream>>>(p);
+  } else if (p.num_experts <= 128) {
+    route_softmax_topk_kernel<4><<<grid, block, 0, stream>>>(p);
+  } else if (p.num_experts <= 256) {
+    route_softmax_topk_kernel<8><<<grid, block, 0, stream>>>(p);
+  } else {
+    route_softmax_topk_kernel<16><<<grid, block, 0, stream>>>(p);
+  }
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("route_softmax_topk_kernel");
   return Status::Ok();
 }
