@@ -195,6 +195,20 @@ TEST(MoeCudaKernels, DecodePathSharedExpertsAndDeadSlots) {
   }
 }
 
+// Caller-given ids may repeat an expert within a token; wide top-k and the smallest sizes.
+TEST(MoeCudaKernels, DecodePathRepeatedExpertWideTopKTinySizes) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  PinPath decode("65535");
+  for (auto layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    check({16, 4, 136, 48, 5, layout}, false, [](std::vector<std::int32_t>& ids, std::int64_t) {
+      for (std::size_t q = 0; q + 1 < ids.size(); q += 4) ids[q + 1] = ids[q];  // slots 0 and 1 agree
+    });
+    check({128, 64, 256, 64, 1, layout}, false);  // k > 32
+    check({96, 40, 64, 24, 2, layout}, false);    // k not a multiple of 8
+    check({4, 2, 8, 8, 5, layout});               // H = I = 8
+  }
+}
+
 TEST(MoeCudaKernels, GroupedPath) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   PinPath grouped("0");
@@ -207,11 +221,12 @@ TEST(MoeCudaKernels, GroupedPath) {
 }
 
 // Softmax and sigmoid-grouped routing against an fp64 reference of the same rule.
+// logits: T*E values, or empty for random ones. NaN logits count as -inf (moe.h).
 void check_route(std::int64_t E, std::int64_t k, std::int64_t T, MoeRoutingMode mode, std::int64_t G, std::int64_t TG,
-                 bool renorm) {
+                 bool renorm, std::vector<float> logits = {}) {
   SCOPED_TRACE("route E=" + std::to_string(E) + " k=" + std::to_string(k));
   auto rng = make_rng();
-  std::vector<float> logits = random_floats(rng, T * E, -4.f, 4.f);
+  if (logits.empty()) logits = random_floats(rng, T * E, -4.f, 4.f);
   std::vector<float> bias = random_floats(rng, E, -0.3f, 0.3f);
   MoeConfig c;
   c.num_experts = E;
@@ -234,14 +249,16 @@ void check_route(std::int64_t E, std::int64_t k, std::int64_t T, MoeRoutingMode 
   const auto ids = di.to_host<std::int32_t>(T * k);
   const auto w = dw.to_host<float>(T * k);
   for (std::int64_t t = 0; t < T; ++t) {
-    const float* l = &logits[t * E];
+    std::vector<float> row(logits.begin() + t * E, logits.begin() + (t + 1) * E);
+    for (float& v : row) v = std::isnan(v) ? -INFINITY : v;
+    const float* l = row.data();
     std::vector<double> score(E), sel(E);
     std::vector<bool> eligible(E, true);
     if (mode == MoeRoutingMode::kSoftmaxTopK) {
       const double mx = *std::max_element(l, l + E);
       double sum = 0;
-      for (std::int64_t e = 0; e < E; ++e) sum += std::exp(l[e] - mx);
-      for (std::int64_t e = 0; e < E; ++e) score[e] = std::exp(l[e] - mx) / sum, sel[e] = l[e];
+      for (std::int64_t e = 0; e < E; ++e) sum += mx == -INFINITY ? 0.0 : std::exp(l[e] - mx);
+      for (std::int64_t e = 0; e < E; ++e) score[e] = sum > 0 ? std::exp(l[e] - mx) / sum : 0.0, sel[e] = l[e];
     } else {
       for (std::int64_t e = 0; e < E; ++e) score[e] = 1.0 / (1.0 + std::exp(-double(l[e]))), sel[e] = score[e] + bias[e];
       const std::int64_t gs = E / G;
@@ -264,7 +281,7 @@ void check_route(std::int64_t E, std::int64_t k, std::int64_t T, MoeRoutingMode 
     for (std::int64_t j = 0; j < k; ++j) sum += score[order[j]];
     for (std::int64_t j = 0; j < k; ++j) {
       ASSERT_EQ(ids[t * k + j], order[j]) << "t=" << t << " j=" << j;
-      const double want = (renorm ? score[order[j]] / sum : score[order[j]]) * 1.75;
+      const double want = (renorm && sum > 0 ? score[order[j]] / sum : score[order[j]]) * 1.75;
       ASSERT_NEAR(w[t * k + j], want, 1e-5 * std::max(1.0, std::fabs(want))) << "t=" << t << " j=" << j;
     }
   }
@@ -278,6 +295,26 @@ TEST(MoeCudaKernels, Route) {
   check_route(256, 8, 300, MoeRoutingMode::kSigmoidGroupedTopK, 8, 4, true);
   check_route(64, 6, 100, MoeRoutingMode::kSigmoidGroupedTopK, 8, 3, false);
   check_route(16, 4, 100, MoeRoutingMode::kSigmoidGroupedTopK, 16, 4, true);
+}
+
+// Ties go to the lower expert, -0 ties with +0, NaN counts as -inf, a row of only -inf/NaN
+// picks experts 0..k-1 with weight 0, and k > 32 wraps the warp's rescale loop.
+TEST(MoeCudaKernels, RouteTiesSignedZeroNanAndWideTopK) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  const std::int64_t E = 64, T = 6;
+  std::vector<float> l(T * E);
+  for (std::int64_t e = 0; e < E; ++e) {
+    l[0 * E + e] = static_cast<float>(e % 4);                          // 16-way ties at each value
+    l[1 * E + e] = e % 2 ? -0.0f : 0.0f;                               // all zero, mixed signs
+    l[2 * E + e] = -INFINITY;                                          // nothing finite
+    l[3 * E + e] = std::nanf("");                                      // nothing but NaN
+    l[4 * E + e] = e % 3 == 0 ? std::nanf("") : static_cast<float>(e % 5) - 2.f;  // NaN among ties
+    l[5 * E + e] = static_cast<float>((e * 37) % 64) / 8.f;            // distinct values
+  }
+  for (std::int64_t k : {1, 8, 40, 64}) {
+    check_route(E, k, T, MoeRoutingMode::kSoftmaxTopK, 1, 1, true, l);
+    check_route(E, k, T, MoeRoutingMode::kSoftmaxTopK, 1, 1, false, l);
+  }
 }
 
 TEST(MoeCudaKernelsSanitizer, Small) {

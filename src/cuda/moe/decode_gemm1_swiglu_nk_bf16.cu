@@ -5,7 +5,8 @@
 // window of kTokensPerPass consecutive tokens that holds any (a later sweep re-reads the
 // expert's rows, from L2 in practice).
 // At T = 8, k = 8, E = 128 that is ~52 experts read instead of 64. Pairs whose id is outside
-// [0, E) get no act row (gemm2 skips them).
+// [0, E) get no act row (gemm2 skips them); a token whose (caller-given) ids repeat an expert
+// gets the same act row in each of those slots.
 // Shapes: x [T, H] (row stride given), act [T*k, I] packed. I, H multiples of 8.
 // Threads: 256 per CTA = 8 warps; a warp owns 4 columns (8 weight rows: 4 gate, 4 up), its
 // lanes stride over K 8 elements (16 bytes) at a time, two strides per step so 16 loads are in
@@ -127,7 +128,14 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
             u = acc[r + kColsPerWarp][i];
           }
         }
-        p.act[static_cast<std::int64_t>(pass_pair[i]) * n + c0 + lane] = __float2bfloat16(dev::silu(g) * u);
+        const __nv_bfloat16 v = __float2bfloat16(dev::silu(g) * u);
+        // pass_pair holds the token's first slot routed here; ids given by the caller may
+        // repeat the expert in a later slot of the same token, whose act row is the same.
+        const std::int64_t first = pass_pair[i];
+        const std::int64_t token_end = (first / p.top_k + 1) * p.top_k;
+        for (std::int64_t q = first; q < token_end; ++q) {
+          if (q == first || p.topk_ids[q] == expert) p.act[q * n + c0 + lane] = v;
+        }
       }
     }
   }

@@ -1,0 +1,54 @@
+// The `cuda` backend's path choice (src/cuda/moe/gemm_config.h) is a pure host function whose
+// bounds come from H100 measurements (docs/PERF_NOTES.md); these tests pin the documented
+// bounds so that a change to them is deliberate. Host-only: no GPU needed.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "cuda/moe/gemm_config.h"
+
+namespace fusekit::testing {
+namespace {
+
+using cuda_moe::use_decode_path;
+
+struct ClearDecodeOverride {
+  ClearDecodeOverride() { unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS"); }
+  ~ClearDecodeOverride() { unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS"); }
+};
+
+TEST(MoePathRules, NkDecodeServesUpTo32PairsWhenExpertsRarelyRepeat) {
+  ClearDecodeOverride clear;
+  const auto nk = MoeWeightLayout::kNK;
+  // Qwen3-30B-A3B / Qwen3-235B-A22B: E 128, k 8.
+  EXPECT_TRUE(use_decode_path(1, 8, 128, nk));
+  EXPECT_TRUE(use_decode_path(4, 8, 128, nk));
+  EXPECT_FALSE(use_decode_path(5, 8, 128, nk));  // 40 pairs
+  EXPECT_FALSE(use_decode_path(8, 8, 128, nk));  // measured: grouped 212.8 vs decode 259.7 us
+  // Mixtral: E 8, k 2: while pairs <= E / 2.
+  EXPECT_TRUE(use_decode_path(1, 2, 8, nk));
+  EXPECT_TRUE(use_decode_path(2, 2, 8, nk));
+  EXPECT_FALSE(use_decode_path(3, 2, 8, nk));
+  // A single token always decodes, even when k > E / 2.
+  EXPECT_TRUE(use_decode_path(1, 6, 8, nk));
+}
+
+TEST(MoePathRules, KnDecodeKeepsThePerPairGemvBound) {
+  ClearDecodeOverride clear;
+  const auto kn = MoeWeightLayout::kKN;
+  EXPECT_TRUE(use_decode_path(8, 8, 128, kn));   // 64 pairs
+  EXPECT_FALSE(use_decode_path(9, 8, 128, kn));  // 72 pairs
+  EXPECT_FALSE(use_decode_path(3, 2, 8, kn));
+}
+
+TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {
+  ClearDecodeOverride clear;
+  setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "0", 1);
+  EXPECT_FALSE(use_decode_path(1, 8, 128));
+  setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "1000000", 1);
+  EXPECT_TRUE(use_decode_path(1000, 8, 128));
+  EXPECT_FALSE(use_decode_path(65536, 1, 128));  // pairs live in gridDim.y (<= 65535)
+}
+
+}  // namespace
+}  // namespace fusekit::testing
