@@ -9,16 +9,13 @@
 //   - it may call allow_dependent_grid() once its own remaining work no longer needs the SMs to
 //     itself; a kernel that never calls it releases its dependent when it exits.
 // Below sm_90 both device calls compile to nothing and launch_dependent() launches normally,
-// so the chain is ordinary stream order there (it checks the kernel's compiled architecture,
-// not just the device's).
+// so the chain is ordinary stream order there (and in builds that embed pre-sm_90 PTX, below).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
-#include <mutex>
 #include <utility>
-#include <vector>
 
 namespace fusekit::cuda_moe::dev {
 
@@ -38,44 +35,25 @@ __device__ __forceinline__ void allow_dependent_grid() {
 
 namespace fusekit::cuda_moe {
 
-// Whether `kernel`, as it will run on the current device, was compiled for sm_90 or later, i.e.
-// whether its wait_for_prior_grid() is a real griddepcontrol.wait. A programmatic launch of a
-// kernel whose wait compiled to nothing (say, JIT from compute_80 PTX on a Hopper GPU) would
-// let it read its inputs before they are written, so such kernels launch normally. Cached per
-// (kernel, device): one driver query per kernel and device.
-inline bool kernel_honours_dependent_launch(const void* kernel, int device) {
-  struct Entry {
-    const void* kernel;
-    int device;
-    bool honours;
-  };
-  static std::mutex mutex;
-  static std::vector<Entry> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  for (const Entry& e : cache) {
-    if (e.kernel == kernel && e.device == device) return e.honours;
-  }
-  cudaFuncAttributes attributes{};
-  bool honours = false;
-  if (cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess) {
-    honours = attributes.ptxVersion >= 90 && attributes.binaryVersion >= 90;
-  } else {
-    (void)cudaGetLastError();  // the launch itself will report a bad kernel
-  }
-  cache.push_back({kernel, device, honours});
-  return honours;
-}
+// FUSEKIT_DEPENDENT_LAUNCH (src/CMakeLists.txt) is 0 when the build embeds PTX for a virtual
+// architecture below compute_90: a Hopper-or-later GPU would JIT that PTX into kernels whose
+// wait compiled to nothing, and a programmatic launch would let them read their inputs early.
+// Otherwise every kernel image such a GPU can run is sm_90+ code with the real wait.
+#ifndef FUSEKIT_DEPENDENT_LAUNCH
+#define FUSEKIT_DEPENDENT_LAUNCH 1
+#endif
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent of the
-// previous work on the stream when the kernel's code for this device honours it (above);
-// otherwise as a normal launch.
+// previous work on the stream when the build and the device (compute capability >= 9.0)
+// support it; otherwise as a normal launch.
 template <typename... KernelArgs, typename... Args>
 cudaError_t launch_dependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, std::size_t smem,
                              cudaStream_t stream, Args&&... args) {
-  int device = 0;
-  const cudaError_t err = cudaGetDevice(&device);
+  int device = 0, major = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (err != cudaSuccess) return err;
-  const bool programmatic = kernel_honours_dependent_launch(reinterpret_cast<const void*>(kernel), device);
+  const bool programmatic = FUSEKIT_DEPENDENT_LAUNCH && major >= 9;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
