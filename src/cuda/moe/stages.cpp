@@ -18,8 +18,8 @@ std::size_t workspace_size(const MoeConfig& config) {
 }
 
 MoeWeightLayout preferred_layout(const MoeConfig& /*config*/) {
-  // The sm_80 kernels read both layouts at the same speed (ldmatrix vs ldmatrix.trans);
-  // NK is torch's order, so it needs no repack.
+  // NK: torch's order (no repack), the decode kernels that read each hit expert once and fuse
+  // the top-k sum exist for NK only, and the grouped GEMMs read both layouts alike.
   return MoeWeightLayout::kNK;
 }
 
