@@ -1,9 +1,9 @@
 // Decode gemm1 + SwiGLU, weights NK ([E, 2I, H], H contiguous):
 //   act[q, c] = silu(x[t] . W1[e][c]) * (x[t] . W1[e][I + c])   for every pair q = t*k + j, e = ids[q]
 // Each expert the batch hits is read once: the CTAs of pair p work only if p is the first pair
-// routed to its expert, and then serve every token routed to that expert, sweeping K once per
-// window of kTokensPerPass consecutive tokens that holds any (a later sweep re-reads the
-// expert's rows, from L2 in practice).
+// routed to its expert, and then serve every token routed to that expert, kTokensPerPass
+// tokens per sweep over K (a later sweep, for experts with more tokens than that, re-reads
+// the expert's rows, from L2 in practice).
 // At T = 8, k = 8, E = 128 that is ~52 experts read instead of 64. Pairs whose id is outside
 // [0, E) get no act row (gemm2 skips them); a token whose (caller-given) ids repeat an expert
 // gets the same act row in each of those slots.
@@ -58,30 +58,52 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
   const int cols = static_cast<int>(n - c0 < kColsPerWarp ? n - c0 : kColsPerWarp);
   auto row = [&](int r) { return (r < kColsPerWarp ? gate : up) + (r % kColsPerWarp < cols ? r % kColsPerWarp : 0) * chunks; };
 
-  // Tokens before the first pair's token do not route to this expert.
-  for (std::int64_t t0 = pair / p.top_k; t0 < p.tokens; t0 += kTokensPerPass) {
-    __syncthreads();  // the previous pass is done with pass_pair
-    if (threadIdx.x < kTokensPerPass) {
-      const std::int64_t t = t0 + threadIdx.x;
-      int found = -1;
-      for (int j = 0; t < p.tokens && j < p.top_k; ++j) {
-        if (p.topk_ids[t * p.top_k + j] == expert) {
-          found = static_cast<int>(t * p.top_k + j);
-          break;
+  // The tokens routed to this expert, kTokensPerPass at a time, in token order; warp 0 finds
+  // them 32 tokens per ballot. Tokens before the first pair's token do not route here.
+  __shared__ std::int64_t next_token;
+  if (threadIdx.x == 0) next_token = pair / p.top_k;
+  while (true) {
+    __syncthreads();  // the previous pass is done with pass_pair; next_token is current
+    if (warp == 0) {
+      int taken = 0;
+      std::int64_t cursor = next_token;
+      while (taken < kTokensPerPass && cursor < p.tokens) {
+        const std::int64_t t = cursor + lane;
+        int found = -1;
+        for (int j = 0; t < p.tokens && j < p.top_k; ++j) {
+          if (p.topk_ids[t * p.top_k + j] == expert) {
+            found = static_cast<int>(t * p.top_k + j);
+            break;
+          }
         }
+        unsigned hits = __ballot_sync(0xffffffffu, found >= 0);
+        int last = 31;
+        while (hits != 0 && taken < kTokensPerPass) {
+          last = __ffs(hits) - 1;
+          hits &= hits - 1;
+          const int pair_row = __shfl_sync(0xffffffffu, found, last);
+          if (lane == 0) pass_pair[taken] = pair_row;
+          ++taken;
+        }
+        cursor += taken == kTokensPerPass ? last + 1 : 32;
       }
-      pass_pair[threadIdx.x] = found;
+      if (lane == 0) {
+        for (int i = taken; i < kTokensPerPass; ++i) pass_pair[i] = -1;
+        next_token = cursor;
+      }
     }
     __syncthreads();
     unsigned mask = 0;
 #pragma unroll
     for (int i = 0; i < kTokensPerPass; ++i) mask |= (pass_pair[i] >= 0 ? 1u : 0u) << i;
-    if (mask == 0 || c0 >= n) continue;
+    if (mask == 0) break;
+    if (c0 >= n) continue;
 
     const uint4* xrow[kTokensPerPass];
 #pragma unroll
     for (int i = 0; i < kTokensPerPass; ++i) {
-      xrow[i] = reinterpret_cast<const uint4*>(p.x + (mask >> i & 1u ? t0 + i : 0) * p.x_row_stride);
+      const std::int64_t t = mask >> i & 1u ? pass_pair[i] / p.top_k : 0;
+      xrow[i] = reinterpret_cast<const uint4*>(p.x + t * p.x_row_stride);
     }
     float acc[kRows][kTokensPerPass];
 #pragma unroll

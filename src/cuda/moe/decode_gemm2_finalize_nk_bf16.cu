@@ -1,14 +1,16 @@
 // Decode gemm2 x router weight + sum over top-k, weights NK ([E, H, I], I contiguous):
-//   out[t, h] = bf16( sum_{j} w[t, j] * (act[t*k + j] . W2[ids[t, j]][h]) )   fp32 throughout
+//   out[t, h] = bf16( sum_j w[t, j] * (act[t*k + j] . W2[ids[t, j]][h]) )   fp32 throughout
 // Slots whose id is outside [0, E) contribute nothing. No y buffer and no finalize launch: a
-// CTA owns a block of output columns for every token and adds the k pairs itself.
+// CTA owns kColsPerCta output columns for every token and adds the k pairs itself.
 // Shapes: act [T*k, I] packed, out [T, H] (row stride given). I multiple of 8.
-// Threads: 128 per CTA = 4 warps; a warp owns 2 output columns (2 weight rows of each pair's
-// expert); its lanes stride over I 8 elements (16 bytes) at a time. The loop over a token's k
-// pairs is unrolled by 4 so 12 loads are in flight per lane. Each lane keeps
-//   acc += w[t, j] * (its partial dot for pair j)
-// in a fixed (chunk, j) order, then one xor-tree reduction per column: deterministic.
-// Grid: ceil(H / 8) CTAs; tokens in sequence inside each CTA.
+// Threads: 256 per CTA = 8 warps. Per token the work is k x S units (pair j, K slice s), with
+// S = max(1, 8 / k) slices so that every warp has a unit even when k < 8; warp w takes units
+// w, w + 8, ... A unit is kColsPerCta weight rows times its slice of I: each lane issues all
+// the loads of 3 chunks (16 bytes each) of every row before using any, so at decode sizes a
+// warp waits for memory about once per unit (a decode CTA is latency-bound, not byte-bound).
+// Per unit the warp reduces its dot products (fixed xor tree) into shared memory; then
+//   out = sum_j w[t, j] * sum_s dot[j, s]   in (j, s) order: deterministic.
+// Grid: ceil(H / kColsPerCta) CTAs; tokens in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; waits for it before touching memory.
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
@@ -18,10 +20,10 @@
 namespace fusekit::cuda_moe {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kColsPerWarp = 2;
-constexpr int kColsPerCta = kWarps * kColsPerWarp;
-constexpr int kPairsInFlight = 4;
+constexpr int kWarps = 8;
+constexpr int kColsPerCta = 4;
+constexpr int kChunksInFlight = 3;
+constexpr int kMaxUnits = 512;  // k <= E <= 512, and S > 1 only when k < 8
 
 __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
   float f[8];
@@ -33,63 +35,76 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
 }
 
 __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
+  __shared__ float unit_dot[kMaxUnits][kColsPerCta];
   dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  const std::int64_t h0 = static_cast<std::int64_t>(blockIdx.x) * kColsPerCta + warp * kColsPerWarp;
-  if (h0 >= p.hidden) return;
-  const int cols = static_cast<int>(p.hidden - h0 < kColsPerWarp ? p.hidden - h0 : kColsPerWarp);
+  const std::int64_t h0 = static_cast<std::int64_t>(blockIdx.x) * kColsPerCta;
+  const int cols = static_cast<int>(p.hidden - h0 < kColsPerCta ? p.hidden - h0 : kColsPerCta);
   const std::int64_t chunks = p.intermediate / 8;
   const int k = p.top_k;
+  const int slices = k >= kWarps ? 1 : kWarps / k;
+  const int units = k * slices;
+  const std::int64_t slice_chunks = (chunks + slices - 1) / slices;
+
   for (std::int64_t t = 0; t < p.tokens; ++t) {
-    float acc[kColsPerWarp] = {};
-    for (int j0 = 0; j0 < k; j0 += kPairsInFlight) {
-      const uint4* w[kPairsInFlight];
-      const uint4* a[kPairsInFlight];
-      float weight[kPairsInFlight];
-      unsigned live_mask = 0;  // slots past k or with an id outside [0, E) load nothing
+    for (int u = warp; u < units; u += kWarps) {
+      const int j = u / slices;
+      const std::int64_t q = t * k + j;
+      const int e = p.topk_ids[q];
+      float dot[kColsPerCta] = {};
+      if (e >= 0 && e < p.num_experts) {
+        const uint4* w = reinterpret_cast<const uint4*>(p.w2 + (static_cast<std::int64_t>(e) * p.hidden + h0) *
+                                                                   p.intermediate);
+        const uint4* a = reinterpret_cast<const uint4*>(p.act + q * p.intermediate);
+        const std::int64_t begin = (u % slices) * slice_chunks;
+        const std::int64_t end = begin + slice_chunks < chunks ? begin + slice_chunks : chunks;
+        for (std::int64_t kc = begin + lane; kc < end; kc += 32 * kChunksInFlight) {
+          uint4 wv[kChunksInFlight][kColsPerCta];
+          uint4 av[kChunksInFlight];
 #pragma unroll
-      for (int u = 0; u < kPairsInFlight; ++u) {
-        const std::int64_t q = t * k + j0 + u;
-        const int e = j0 + u < k ? p.topk_ids[q] : -1;
-        const bool live = e >= 0 && e < p.num_experts;
-        weight[u] = live ? p.topk_weights[q] : 0.f;
-        live_mask |= (live ? 1u : 0u) << u;
-        w[u] = reinterpret_cast<const uint4*>(p.w2 + ((live ? static_cast<std::int64_t>(e) * p.hidden : 0) + h0) *
-                                                           p.intermediate);
-        a[u] = reinterpret_cast<const uint4*>(p.act + (live ? q : t * k) * p.intermediate);
-      }
-      for (std::int64_t kc = lane; kc < chunks; kc += 32) {
-        uint4 wv[kPairsInFlight][kColsPerWarp];
-        uint4 av[kPairsInFlight];
+          for (int i = 0; i < kChunksInFlight; ++i) {
+            const std::int64_t c = kc + 32 * i;
+            const bool in = c < end;
+            av[i] = in ? __ldg(a + c) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int u = 0; u < kPairsInFlight; ++u) {
-          const bool live = live_mask >> u & 1u;
-          av[u] = live ? __ldg(a[u] + kc) : make_uint4(0, 0, 0, 0);
+            for (int r = 0; r < kColsPerCta; ++r) {
+              wv[i][r] = in ? __ldcs(w + (r < cols ? r : 0) * chunks + c) : make_uint4(0, 0, 0, 0);
+            }
+          }
 #pragma unroll
-          for (int c = 0; c < kColsPerWarp; ++c) {
-            wv[u][c] = live ? __ldcs(w[u] + (c < cols ? c : 0) * chunks + kc) : make_uint4(0, 0, 0, 0);
+          for (int i = 0; i < kChunksInFlight; ++i) {
+            float af[8];
+            dev::unpack8(av[i], af);
+#pragma unroll
+            for (int r = 0; r < kColsPerCta; ++r) dot[r] += dot8(wv[i][r], af);
           }
         }
+      }
 #pragma unroll
-        for (int u = 0; u < kPairsInFlight; ++u) {
-          float af[8];
-          dev::unpack8(av[u], af);
+      for (int r = 0; r < kColsPerCta; ++r) {
 #pragma unroll
-          for (int c = 0; c < kColsPerWarp; ++c) acc[c] = fmaf(weight[u], dot8(wv[u][c], af), acc[c]);
-        }
+        for (int off = 16; off > 0; off >>= 1) dot[r] += __shfl_xor_sync(0xffffffffu, dot[r], off);
+      }
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < kColsPerCta; ++r) unit_dot[u][r] = dot[r];
       }
     }
-#pragma unroll
-    for (int c = 0; c < kColsPerWarp; ++c)
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], off);
-    if (lane < cols) {
-      float v = acc[0];
-#pragma unroll
-      for (int c = 1; c < kColsPerWarp; ++c) v = lane == c ? acc[c] : v;
-      p.out[t * p.out_row_stride + h0 + lane] = __float2bfloat16(v);
+    __syncthreads();
+    if (threadIdx.x < cols) {
+      float sum = 0.f;
+      for (int j = 0; j < k; ++j) {
+        const std::int64_t q = t * k + j;
+        const int e = p.topk_ids[q];
+        if (e < 0 || e >= p.num_experts) continue;
+        float d = 0.f;
+        for (int s = 0; s < slices; ++s) d += unit_dot[j * slices + s][threadIdx.x];
+        sum = fmaf(p.topk_weights[q], d, sum);
+      }
+      p.out[t * p.out_row_stride + h0 + threadIdx.x] = __float2bfloat16(sum);
     }
+    __syncthreads();  // unit_dot is reused by the next token
   }
 }
 
@@ -97,6 +112,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_ker
 
 Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.hidden == 0) return Status::Ok();
+  if (p.top_k < 1 || p.top_k > kMaxUnits) {
+    return invalid_argument("decode gemm2: top_k must be in [1, 512], got " + std::to_string(p.top_k));
+  }
   const dim3 grid(static_cast<unsigned>((p.hidden + kColsPerCta - 1) / kColsPerCta));
   FUSEKIT_CUDA_RETURN_IF_ERROR(
       launch_dependent(decode_gemm2_finalize_nk_bf16_kernel, grid, dim3(kWarps * 32), 0, stream, p));
