@@ -3,7 +3,8 @@
 // Each expert the batch hits is read once: the CTAs of pair p work only if p is the first pair
 // routed to its expert, and then serve every token routed to that expert, kTokensPerPass
 // tokens per sweep over K (a later sweep, for experts with more tokens than that, re-reads
-// the expert's rows, from L2 in practice).
+// the expert's rows, from L2 in practice). A top-k never repeats an expert within a token, so
+// at T = 1 every pair is first and nothing is skipped.
 // At T = 8, k = 8, E = 128 that is ~52 experts read instead of 64. Pairs whose id is outside
 // [0, E) get no act row (gemm2 skips them); a token whose (caller-given) ids repeat an expert
 // gets the same act row in each of those slots.
@@ -11,8 +12,9 @@
 // Threads: 256 per CTA = 8 warps; a warp owns 4 columns (8 weight rows: 4 gate, 4 up), its
 // lanes stride over K 8 elements (16 bytes) at a time, two strides per step so 16 loads are in
 // flight per lane; fp32 partials, fixed xor-tree reduction (deterministic).
-// Grid: ceil(I / 32) x pairs. Each CTA scans ids[0, p) to find out whether it is first, and the
-// ids of the later tokens to find its pairs: O(pairs) per CTA, fine at the decode sizes.
+// Grid: ceil(I / 32) x pairs. Every warp works out its expert and that expert's pairs from the
+// ids by itself (32 per coalesced load and ballot; O(pairs) per warp, fine at decode sizes),
+// so the first weight load waits for one ids load, not for barriers and a chain of scans.
 // Launch: programmatic dependent of the route kernel; waits for it before reading ids.
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
@@ -25,7 +27,7 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kColsPerWarp = 4;
 constexpr int kRows = 2 * kColsPerWarp;
-constexpr int kTokensPerPass = 4;
+constexpr int kTokensPerPass = 2;
 constexpr int kColsPerCta = kWarps * kColsPerWarp;
 
 __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
@@ -38,71 +40,60 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
 }
 
 __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
-  __shared__ int pass_pair[kTokensPerPass];  // pair row of each token of this pass, -1 if it skips e
   dev::wait_for_prior_grid();
-  const std::int64_t pair = blockIdx.y;
-  const int expert = p.topk_ids[pair];
-  if (expert < 0 || expert >= p.num_experts) return;
-  int seen = 0;
-  for (std::int64_t q = threadIdx.x; q < pair; q += blockDim.x) seen |= p.topk_ids[q] == expert;
-  if (__syncthreads_or(seen)) return;
-
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   const std::int64_t n = p.intermediate;
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.x) * kColsPerCta + warp * kColsPerWarp;
+  if (c0 >= n) return;
+  const std::int64_t pairs = p.tokens * p.top_k;
+  const std::int64_t pair = blockIdx.y;
+
+  // Each warp reads the ids 32 at a time (one coalesced load per 32 pairs, no shared memory,
+  // no barrier): the chunk holding its pair gives the expert and the expert's later pairs;
+  // the chunks before it, loaded independently, say whether an earlier pair owns the expert.
+  std::int64_t chunk = pair & ~std::int64_t{31};
+  int id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
+  const int expert = __shfl_sync(0xffffffffu, id, static_cast<int>(pair & 31));
+  if (expert < 0 || expert >= p.num_experts) return;
+  bool earlier = false;
+  for (std::int64_t c = lane; c < chunk; c += 32) earlier |= p.topk_ids[c] == expert;
+  if (__any_sync(0xffffffffu, earlier)) return;
+  unsigned hits = __ballot_sync(0xffffffffu, id == expert) & (0xffffffffu << (pair & 31));
+
   const std::int64_t chunks = p.hidden / 8;
-  // Row r < 4 is gate column c0 + r, row r >= 4 is up column c0 + r - 4; rows past I read row c0.
+  // Row r < 4 is gate column c0 + r, row r >= 4 is up column c0 + r - 4 (I % 8 == 0, so a
+  // warp with c0 < I has all four columns).
   const uint4* gate = reinterpret_cast<const uint4*>(p.w1 + (static_cast<std::int64_t>(expert) * 2 * n + c0) * p.hidden);
   const uint4* up = gate + n * chunks;
-  const int cols = static_cast<int>(n - c0 < kColsPerWarp ? n - c0 : kColsPerWarp);
-  auto row = [&](int r) { return (r < kColsPerWarp ? gate : up) + (r % kColsPerWarp < cols ? r % kColsPerWarp : 0) * chunks; };
+  auto row = [&](int r) { return (r < kColsPerWarp ? gate : up) + (r % kColsPerWarp) * chunks; };
 
-  // The tokens routed to this expert, kTokensPerPass at a time, in token order; warp 0 finds
-  // them 32 tokens per ballot. Tokens before the first pair's token do not route here.
-  __shared__ std::int64_t next_token;
-  if (threadIdx.x == 0) next_token = pair / p.top_k;
+  // Passes over the expert's pairs in order, kTokensPerPass at a time (a token routes to an
+  // expert at most once, so these are distinct tokens).
   while (true) {
-    __syncthreads();  // the previous pass is done with pass_pair; next_token is current
-    if (warp == 0) {
-      int taken = 0;
-      std::int64_t cursor = next_token;
-      while (taken < kTokensPerPass && cursor < p.tokens) {
-        const std::int64_t t = cursor + lane;
-        int found = -1;
-        for (int j = 0; t < p.tokens && j < p.top_k; ++j) {
-          if (p.topk_ids[t * p.top_k + j] == expert) {
-            found = static_cast<int>(t * p.top_k + j);
-            break;
-          }
-        }
-        unsigned hits = __ballot_sync(0xffffffffu, found >= 0);
-        int last = 31;
-        while (hits != 0 && taken < kTokensPerPass) {
-          last = __ffs(hits) - 1;
-          hits &= hits - 1;
-          const int pair_row = __shfl_sync(0xffffffffu, found, last);
-          if (lane == 0) pass_pair[taken] = pair_row;
-          ++taken;
-        }
-        cursor += taken == kTokensPerPass ? last + 1 : 32;
+    int pass_pair[kTokensPerPass];
+#pragma unroll
+    for (int i = 0; i < kTokensPerPass; ++i) {
+      while (hits == 0 && chunk + 32 < pairs) {
+        chunk += 32;
+        id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
+        hits = __ballot_sync(0xffffffffu, id == expert);
       }
-      if (lane == 0) {
-        for (int i = taken; i < kTokensPerPass; ++i) pass_pair[i] = -1;
-        next_token = cursor;
+      pass_pair[i] = -1;
+      if (hits != 0) {
+        pass_pair[i] = static_cast<int>(chunk) + __ffs(hits) - 1;
+        hits &= hits - 1;
       }
     }
-    __syncthreads();
     unsigned mask = 0;
 #pragma unroll
     for (int i = 0; i < kTokensPerPass; ++i) mask |= (pass_pair[i] >= 0 ? 1u : 0u) << i;
     if (mask == 0) break;
-    if (c0 >= n) continue;
 
     const uint4* xrow[kTokensPerPass];
 #pragma unroll
     for (int i = 0; i < kTokensPerPass; ++i) {
-      const std::int64_t t = mask >> i & 1u ? pass_pair[i] / p.top_k : 0;
+      const std::int64_t t = mask >> i & 1u ? pass_pair[i] / p.top_k : 0;  // pair row -> token
       xrow[i] = reinterpret_cast<const uint4*>(p.x + t * p.x_row_stride);
     }
     float acc[kRows][kTokensPerPass];
@@ -132,7 +123,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
         }
       }
     }
-    // Every weight byte this CTA needs is loaded: let gemm2's CTAs take the free slots.
+    // This pass has issued its weight loads: gemm2 may start taking free slots.
     dev::allow_dependent_grid();
 #pragma unroll
     for (int i = 0; i < kTokensPerPass; ++i) {
@@ -141,7 +132,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
       for (int r = 0; r < kRows; ++r)
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) acc[r][i] += __shfl_xor_sync(0xffffffffu, acc[r][i], off);
-      if (lane < kColsPerWarp && c0 + lane < n) {
+      if (lane < kColsPerWarp) {
         float g = acc[0][i], u = acc[kColsPerWarp][i];
 #pragma unroll
         for (int r = 1; r < kColsPerWarp; ++r) {
