@@ -74,6 +74,10 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     d.num_experts = static_cast<int>(c.num_experts);
     d.hidden = c.hidden;
     d.intermediate = c.intermediate;
+    int l2_bytes = 0;
+    FUSEKIT_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, x.device_id));
+    d.w2_prefetch = decode_prefetches_w2(T, k, c.hidden, c.intermediate, l2_bytes) ? DecodeW2Prefetch::kL2
+                                                                                   : DecodeW2Prefetch::kNone;
     FUSEKIT_RETURN_IF_ERROR(launch_decode_gemm1_swiglu_nk_bf16(d, stream));
     return launch_decode_gemm2_finalize_nk_bf16(d, stream);
   }
