@@ -6,6 +6,7 @@
 // Ranks inside an expert follow the order the atomics land in (not deterministic); nothing
 // downstream depends on that order (see moe_sm90.h).
 #include "common/cuda_check.h"
+#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/sm90/moe_sm90.h"
 
 namespace fusekit::cuda_moe::sm90 {
@@ -14,6 +15,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) align_count_pairs_kernel(CountPairsParams p) {
+  dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
+  dev::allow_dependent_grid();
   const int lane = threadIdx.x % 32;
   const std::int64_t warp = (std::int64_t(blockIdx.x) * kThreads + threadIdx.x) / 32;
   const std::int64_t warps = std::int64_t(gridDim.x) * kThreads / 32;
@@ -37,7 +40,7 @@ Status launch_align_count_pairs(const CountPairsParams& p, cudaStream_t stream) 
   if (p.pairs <= 0) return Status::Ok();
   std::int64_t blocks = (p.pairs + kThreads - 1) / kThreads;
   if (blocks > 132 * 8) blocks = 132 * 8;
-  align_count_pairs_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(align_count_pairs_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, p));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("align_count_pairs_kernel");
   return Status::Ok();
 }

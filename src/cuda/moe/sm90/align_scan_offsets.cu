@@ -5,6 +5,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include "common/cuda_check.h"
+#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/sm90/moe_sm90.h"
 
 namespace fusekit::cuda_moe::sm90 {
@@ -14,6 +15,8 @@ constexpr int kThreads = 512;
 
 __global__ void __launch_bounds__(kThreads) align_scan_offsets_kernel(const std::int32_t* counts, int E,
                                                                        std::int32_t* offsets) {
+  dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
+  dev::allow_dependent_grid();
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage tmp;
   const int e = threadIdx.x;
@@ -31,7 +34,8 @@ Status launch_align_scan_offsets(const std::int32_t* counts, int num_experts, st
   if (num_experts < 1 || num_experts > kThreads) {
     return invalid_argument("align scan: num_experts must be in [1, 512], got " + std::to_string(num_experts));
   }
-  align_scan_offsets_kernel<<<1, kThreads, 0, stream>>>(counts, num_experts, offsets);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(
+      launch_dependent(align_scan_offsets_kernel, dim3(1), dim3(kThreads), 0, stream, counts, num_experts, offsets));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("align_scan_offsets_kernel");
   return Status::Ok();
 }

@@ -6,6 +6,7 @@
 // Threads: one per 8 consecutive outputs of a token (16-byte loads/stores), grid-stride over
 // T * H / 8 with a grid fixed by the host-known T.
 #include "common/cuda_check.h"
+#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/sm90/moe_sm90.h"
 
@@ -15,6 +16,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) finalize_sorted_bf16_kernel(FinalizeSortedParams p) {
+  dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
+  dev::allow_dependent_grid();
   const std::int64_t chunks = p.hidden / 8;
   const std::int64_t total = p.tokens * chunks;
   for (std::int64_t i = std::int64_t(blockIdx.x) * kThreads + threadIdx.x; i < total;
@@ -46,7 +49,8 @@ Status launch_finalize_sorted_bf16(const FinalizeSortedParams& p, cudaStream_t s
   if (total == 0) return Status::Ok();
   std::int64_t blocks = (total + kThreads - 1) / kThreads;
   if (blocks > 132 * 16) blocks = 132 * 16;
-  finalize_sorted_bf16_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(
+      launch_dependent(finalize_sorted_bf16_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, p));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("finalize_sorted_bf16_kernel");
   return Status::Ok();
 }

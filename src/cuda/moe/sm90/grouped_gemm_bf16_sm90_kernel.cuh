@@ -32,6 +32,7 @@
 #include "cutlass/gemm/group_array_problem_shape.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "common/cuda_check.h"
+#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
 
 namespace fusekit::cuda_moe::sm90::detail {
@@ -122,6 +123,8 @@ __host__ __device__ inline Stride leading_dim_stride(std::int64_t ld) {
 // One thread per group: sizes, operand pointers and strides of each group, from the offsets.
 template <class G>
 __global__ void grouped_gemm_setup_kernel(GroupedGemmArgs args, GroupedGemmDeviceArrays arrays) {
+  dev::wait_for_prior_grid();  // a programmatic dependent of the kernel that wrote the offsets
+  dev::allow_dependent_grid();
   const int g = blockIdx.x * blockDim.x + threadIdx.x;
   if (g >= args.groups) return;
   const std::int64_t r0 = args.group_offsets[g];
@@ -144,7 +147,8 @@ Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, co
   const GroupedGemmArgs& a = launch.args;
   const GroupedGemmDeviceArrays& arr = launch.arrays;
 
-  grouped_gemm_setup_kernel<G><<<(a.groups + 127) / 128, 128, 0, stream>>>(a, arr);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(
+      launch_dependent(grouped_gemm_setup_kernel<G>, dim3((a.groups + 127) / 128), dim3(128), 0, stream, a, arr));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("grouped_gemm_setup_kernel");
 
   cutlass::KernelHardwareInfo hw;

@@ -7,6 +7,7 @@
 // flight per lane; the k pairs of a token are neighbouring warps, so x is read from L2 after
 // the first. Pairs with an invalid id are skipped (no row, no inv).
 #include "common/cuda_check.h"
+#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/sm90/moe_sm90.h"
 
 namespace fusekit::cuda_moe::sm90 {
@@ -16,6 +17,8 @@ constexpr int kThreads = 256;
 constexpr int kPairsPerBlock = kThreads / 32;
 
 __global__ void __launch_bounds__(kThreads) permute_rows_bf16_kernel(PermuteParams p) {
+  dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
+  dev::allow_dependent_grid();
   const std::int64_t pair = std::int64_t(blockIdx.x) * kPairsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (pair >= p.pairs) return;
@@ -44,7 +47,8 @@ Status launch_permute_rows_bf16(const PermuteParams& p, cudaStream_t stream) {
   if (p.pairs <= 0) return Status::Ok();
   const std::int64_t blocks = (p.pairs + kPairsPerBlock - 1) / kPairsPerBlock;
   if (blocks > 0x7fffffff) return invalid_argument("permute: too many pairs");
-  permute_rows_bf16_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(
+      launch_dependent(permute_rows_bf16_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, p));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("permute_rows_bf16_kernel");
   return Status::Ok();
 }

@@ -4,6 +4,7 @@
 // I % 8 == 0. Threads: one per 8 outputs (16-byte loads of gate and up, 16-byte store),
 // grid-stride over rows * I / 8 with a grid fixed by the host-known max_rows.
 #include "common/cuda_check.h"
+#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/sm90/moe_sm90.h"
 
@@ -13,6 +14,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) swiglu_rows_bf16_kernel(SwigluParams p) {
+  dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
+  dev::allow_dependent_grid();
   const std::int64_t chunks = p.intermediate / 8;
   const std::int64_t rows = min(p.max_rows, static_cast<std::int64_t>(*p.rows));
   const std::int64_t total = rows * chunks;
@@ -38,7 +41,8 @@ Status launch_swiglu_rows_bf16(const SwigluParams& p, cudaStream_t stream) {
   if (total == 0) return Status::Ok();
   std::int64_t blocks = (total + kThreads - 1) / kThreads;
   if (blocks > 132 * 16) blocks = 132 * 16;  // grid-stride: enough CTAs to fill an H100 16x over
-  swiglu_rows_bf16_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(
+      launch_dependent(swiglu_rows_bf16_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, p));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("swiglu_rows_bf16_kernel");
   return Status::Ok();
 }
