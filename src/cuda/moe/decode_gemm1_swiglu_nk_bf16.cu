@@ -3,11 +3,10 @@
 // Each expert the batch hits is read once: the CTAs of pair p work only if p is the first pair
 // routed to its expert, and then serve every token routed to that expert, kTokensPerPass
 // tokens per sweep over K (a later sweep, for experts with more tokens than that, re-reads
-// the expert's rows, from L2 in practice). A top-k never repeats an expert within a token, so
-// at T = 1 every pair is first and nothing is skipped.
-// At T = 8, k = 8, E = 128 that is ~52 experts read instead of 64. Pairs whose id is outside
-// [0, E) get no act row (gemm2 skips them); a token whose (caller-given) ids repeat an expert
-// gets the same act row in each of those slots.
+// the expert's rows, from L2 in practice; ncu should confirm it, as W1 is loaded evict-first).
+// At T = 1 from the router every pair is first (a top-k never repeats an expert); at T = 8,
+// k = 8, E = 128 ~52 experts are read instead of 64. Pairs whose id is outside [0, E) get no
+// act row (gemm2 skips them).
 // Shapes: x [T, H] (row stride given), act [T*k, I] packed. I, H multiples of 8.
 // Threads: 256 per CTA = 8 warps; a warp owns 4 columns (8 weight rows: 4 gate, 4 up), its
 // lanes stride over K 8 elements (16 bytes) at a time, two strides per step so 16 loads are in
@@ -58,10 +57,12 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
   int id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
   const int expert = __shfl_sync(0xffffffffu, id, static_cast<int>(pair & 31));
   if (expert < 0 || expert >= p.num_experts) return;
-  bool earlier = false;
-  for (std::int64_t c = lane; c < chunk; c += 32) earlier |= p.topk_ids[c] == expert;
-  if (__any_sync(0xffffffffu, earlier)) return;
-  unsigned hits = __ballot_sync(0xffffffffu, id == expert) & (0xffffffffu << (pair & 31));
+  const unsigned same = __ballot_sync(0xffffffffu, id == expert);
+  if (same & ((1u << (pair & 31)) - 1u)) return;  // an earlier pair of this chunk serves the expert
+  for (std::int64_t c = 0; c < chunk; c += 32) {
+    if (__any_sync(0xffffffffu, p.topk_ids[c + lane] == expert)) return;  // ... or of an earlier chunk
+  }
+  unsigned hits = same & (0xffffffffu << (pair & 31));
 
   if (p.w2_prefetch == DecodeW2Prefetch::kL2 && warp == 0) {
     // This CTA's share of W2[expert] (rows split evenly over the column blocks), for gemm2.
@@ -85,8 +86,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
   const uint4* up = gate + n * chunks;
   auto row = [&](int r) { return (r < kColsPerWarp ? gate : up) + (r % kColsPerWarp) * chunks; };
 
-  // Passes over the expert's pairs in order, kTokensPerPass at a time (a token routes to an
-  // expert at most once, so these are distinct tokens).
+  // Passes over the expert's pairs in order, kTokensPerPass at a time. Each pair is its own
+  // entry (caller-given ids may repeat an expert within a token; the rows then agree).
   while (true) {
     int pass_pair[kTokensPerPass];
 #pragma unroll
@@ -158,14 +159,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
             u = acc[r + kColsPerWarp][i];
           }
         }
-        const __nv_bfloat16 v = __float2bfloat16(dev::silu(g) * u);
-        // pass_pair holds the token's first slot routed here; ids given by the caller may
-        // repeat the expert in a later slot of the same token, whose act row is the same.
-        const std::int64_t first = pass_pair[i];
-        const std::int64_t token_end = (first / p.top_k + 1) * p.top_k;
-        for (std::int64_t q = first; q < token_end; ++q) {
-          if (q == first || p.topk_ids[q] == expert) p.act[q * n + c0 + lane] = v;
-        }
+        p.act[static_cast<std::int64_t>(pass_pair[i]) * n + c0 + lane] = __float2bfloat16(dev::silu(g) * u);
       }
     }
   }

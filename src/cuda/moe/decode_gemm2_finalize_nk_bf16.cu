@@ -4,12 +4,13 @@
 // CTA owns kColsPerCta output columns for every token and adds the k pairs itself.
 // Shapes: act [T*k, I] packed, out [T, H] (row stride given). I multiple of 8.
 // Threads: 256 per CTA = 8 warps. Per token the work is k x S units (pair j, K slice s), with
-// S = max(1, 8 / k) slices so that every warp has a unit even when k < 8; warp w takes units
-// w, w + 8, ... A unit is kColsPerCta weight rows times its slice of I: each lane issues all
+// S = 8 / gcd(k, 8) slices (slices_for) so that the units split evenly over the warps; warp w
+// takes units w, w + 8, ... A unit is kColsPerCta weight rows times its slice of I: each lane issues all
 // the loads of 3 chunks (16 bytes each) of every row before using any, so at decode sizes a
 // warp waits for memory about once per unit (a decode CTA is latency-bound, not byte-bound).
-// Per unit the warp reduces its dot products (fixed xor tree) into shared memory; then
-//   out = sum_j w[t, j] * sum_s dot[j, s]   in (j, s) order: deterministic.
+// Per unit the warp reduces its dot products (fixed xor tree) into shared memory, next to the
+// slot's weight (0 for a dead slot); then
+//   out = sum_j w[t, j] * sum_s dot[j, s]   in (j, s) order, from shared memory: deterministic.
 // Grid: ceil(H / kColsPerCta) CTAs; tokens in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; waits for it before touching memory.
 #include "common/cuda_check.h"
@@ -25,6 +26,19 @@ constexpr int kColsPerCta = 4;
 constexpr int kChunksInFlight = 3;
 constexpr int kMaxUnits = 512;  // k <= E <= 512, and S > 1 only when k < 8
 
+// K slices per pair: units = k * slices = lcm(k, 8) keeps all 8 warps busy (k = 3 -> 8 slices,
+// k = 6 -> 4, k = 10 -> 4), unless that exceeds the shared-memory table (then 1 slice).
+__host__ __device__ constexpr int slices_for(int k) {
+  int a = k, b = kWarps;
+  while (b != 0) {
+    const int r = a % b;
+    a = b;
+    b = r;
+  }
+  const int slices = kWarps / a;  // a = gcd(k, 8)
+  return k * slices <= kMaxUnits ? slices : 1;
+}
+
 __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
   float f[8];
   dev::unpack8(w, f);
@@ -36,6 +50,7 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
 
 __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
   __shared__ float unit_dot[kMaxUnits][kColsPerCta];
+  __shared__ float slot_weight[kMaxUnits];  // w[t, j], 0 for a dead slot
   dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
@@ -43,7 +58,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_ker
   const int cols = static_cast<int>(p.hidden - h0 < kColsPerCta ? p.hidden - h0 : kColsPerCta);
   const std::int64_t chunks = p.intermediate / 8;
   const int k = p.top_k;
-  const int slices = k >= kWarps ? 1 : kWarps / k;
+  const int slices = slices_for(k);
   const int units = k * slices;
   const std::int64_t slice_chunks = (chunks + slices - 1) / slices;
 
@@ -52,8 +67,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_ker
       const int j = u / slices;
       const std::int64_t q = t * k + j;
       const int e = p.topk_ids[q];
+      const bool live = e >= 0 && e < p.num_experts;
+      if (lane == 0 && u % slices == 0) slot_weight[j] = live ? p.topk_weights[q] : 0.f;
       float dot[kColsPerCta] = {};
-      if (e >= 0 && e < p.num_experts) {
+      if (live) {
         const uint4* w = reinterpret_cast<const uint4*>(p.w2 + (static_cast<std::int64_t>(e) * p.hidden + h0) *
                                                                    p.intermediate);
         const uint4* a = reinterpret_cast<const uint4*>(p.act + q * p.intermediate);
@@ -95,12 +112,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_ker
     if (threadIdx.x < cols) {
       float sum = 0.f;
       for (int j = 0; j < k; ++j) {
-        const std::int64_t q = t * k + j;
-        const int e = p.topk_ids[q];
-        if (e < 0 || e >= p.num_experts) continue;
         float d = 0.f;
         for (int s = 0; s < slices; ++s) d += unit_dot[j * slices + s][threadIdx.x];
-        sum = fmaf(p.topk_weights[q], d, sum);
+        sum = fmaf(slot_weight[j], d, sum);  // a dead slot: 0 * 0
       }
       p.out[t * p.out_row_stride + h0 + threadIdx.x] = __float2bfloat16(sum);
     }

@@ -118,7 +118,7 @@ struct DecodeLayerParams {
   int num_experts = 0;
   std::int64_t hidden = 0;
   std::int64_t intermediate = 0;
-  DecodeW2Prefetch w2_prefetch = DecodeW2Prefetch::kNone;  // gemm_config.h decode_w2_prefetch
+  DecodeW2Prefetch w2_prefetch = DecodeW2Prefetch::kNone;  // gemm_config.h decode_prefetches_w2
 };
 Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
 Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
