@@ -2,17 +2,24 @@
 //   out[t, h] = bf16( sum_j w[t, j] * (act[t*k + j] . W2[ids[t, j]][h]) )   fp32 throughout
 // Slots whose id is outside [0, E) contribute nothing. No y buffer and no finalize launch: a
 // CTA owns kColsPerCta output columns for every token and adds the k pairs itself.
+// Each expert is read once per window of up to 64 pairs (64 / k whole tokens when k <= 64,
+// else 64-pair pieces of one token), not once per pair: at T = 8, k = 8, E = 128 that is ~52
+// expert reads instead of 64.
 // Shapes: act [T*k, I] packed, out [T, H] (row stride given). I multiple of 8.
-// Threads: 256 per CTA = 8 warps. Per token the work is k x S units (pair j, K slice s), with
-// S = 8 / gcd(k, 8) slices (slices_for) so that the units split evenly over the warps; warp w
-// takes units w, w + 8, ... A unit is kColsPerCta weight rows times its slice of I: each lane issues all
-// the loads of 3 chunks (16 bytes each) of every row before using any, so at decode sizes a
-// warp waits for memory about once per unit (a decode CTA is latency-bound, not byte-bound).
-// Per unit the warp reduces its dot products (fixed xor tree) into shared memory, next to the
-// slot's weight (0 for a dead slot); then
-//   out = sum_j w[t, j] * sum_s dot[j, s]   in (j, s) order, from shared memory: deterministic.
-// Grid: ceil(H / kColsPerCta) CTAs; tokens in sequence inside each CTA.
+// Threads: 256 per CTA = 8 warps. Per window warp 0 lists the distinct experts (match_any and
+// ballots over the window's ids) with the set of pairs of each; the work is then D x S units
+// (distinct expert d, K slice s) with S = 8 / gcd(D, 8) so that units split evenly over the
+// warps; warp w takes units w, w + 8, ... A unit is kColsPerCta weight rows times its slice of
+// I, applied to the expert's pairs 2 at a time: each lane issues the loads of 2 chunks (16
+// bytes) of every row and of both act rows before using any, so at decode sizes a warp waits
+// for memory once or twice per unit. 3 CTAs per SM (80 registers, no spills). Per (pair, slice) the warp reduces its dots (fixed xor tree)
+// into shared memory; then, per column, one thread adds
+//   out = sum_j w[t, j] * sum_s dot[j, s]   in (j, s) order, carried across windows when a
+// token spans several: deterministic.
+// Grid: ceil(H / kColsPerCta) CTAs; windows in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; waits for it before touching memory.
+#include <cstdint>
+
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
@@ -23,20 +30,19 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kColsPerCta = 4;
-constexpr int kChunksInFlight = 3;
-constexpr int kMaxUnits = 512;  // k <= E <= 512, and S > 1 only when k < 8
+constexpr int kChunksInFlight = 2;
+constexpr int kPairsPerPass = 2;
+constexpr int kWindowPairs = 64;  // two 32-id ballots
 
-// K slices per pair: units = k * slices = lcm(k, 8) keeps all 8 warps busy (k = 3 -> 8 slices,
-// k = 6 -> 4, k = 10 -> 4), unless that exceeds the shared-memory table (then 1 slice).
-__host__ __device__ constexpr int slices_for(int k) {
-  int a = k, b = kWarps;
+// K slices per distinct expert: D * S = lcm(D, 8) units keep all 8 warps busy.
+__device__ __forceinline__ int slices_for(int distinct) {
+  int a = distinct, b = kWarps;
   while (b != 0) {
     const int r = a % b;
     a = b;
     b = r;
   }
-  const int slices = kWarps / a;  // a = gcd(k, 8)
-  return k * slices <= kMaxUnits ? slices : 1;
+  return kWarps / a;  // a = gcd(D, 8); D * S <= 64 * 8 = 512
 }
 
 __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
@@ -48,77 +54,178 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
   return s;
 }
 
-__global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
-  __shared__ float unit_dot[kMaxUnits][kColsPerCta];
-  __shared__ float slot_weight[kMaxUnits];  // w[t, j], 0 for a dead slot
-  dev::wait_for_prior_grid();
+struct WindowTable {
+  int distinct;                             // D
+  int expert[kWindowPairs];                 // d -> expert id
+  unsigned long long pairs[kWindowPairs];   // d -> bit q set when pair q of the window routes to it
+  float weight[kWindowPairs];               // q -> w (0 for a dead slot)
+  bool live[kWindowPairs];                  // q -> id in [0, E)
+  float dot[kWindowPairs * kWarps][kColsPerCta];  // (q, s) -> dot over slice s
+};
+
+// Warp 0: the window's distinct experts, first-occurrence order, and each one's pair set.
+__device__ __forceinline__ void list_window_experts(const DecodeLayerParams& p, std::int64_t base, int count, WindowTable& tab) {
   const int lane = threadIdx.x % 32;
+  const unsigned below = (1u << lane) - 1u;
+  int key[2];
+  bool valid[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int q = 32 * h + lane;
+    const int id = q < count ? p.topk_ids[base + q] : -1;
+    valid[h] = q < count && id >= 0 && id < p.num_experts;
+    // Dead or absent slots get keys of their own (negative, distinct per slot) so they never group.
+    key[h] = valid[h] ? id : -1 - q;
+    if (q < count) {
+      tab.live[q] = valid[h];
+      tab.weight[q] = valid[h] ? p.topk_weights[base + q] : 0.f;
+    }
+  }
+  bool first[2];
+  first[0] = valid[0] && (__match_any_sync(0xffffffffu, key[0]) & below) == 0;
+  const unsigned peers1 = __match_any_sync(0xffffffffu, key[1]);
+  unsigned long long mine[2] = {0ull, 0ull};  // pair sets of key[0], key[1]
+  bool in_first_half = false;
+  for (int i = 0; i < 32; ++i) {
+    const int k0 = __shfl_sync(0xffffffffu, key[0], i);
+    const int k1 = __shfl_sync(0xffffffffu, key[1], i);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (k0 == key[h]) mine[h] |= 1ull << i;
+      if (k1 == key[h]) mine[h] |= 1ull << (32 + i);
+    }
+    in_first_half |= k0 == key[1];
+  }
+  first[1] = valid[1] && (peers1 & below) == 0 && !in_first_half;
+  const unsigned b0 = __ballot_sync(0xffffffffu, first[0]);
+  const unsigned b1 = __ballot_sync(0xffffffffu, first[1]);
+  if (first[0]) {
+    const int d = __popc(b0 & below);
+    tab.expert[d] = key[0];
+    tab.pairs[d] = mine[0];
+  }
+  if (first[1]) {
+    const int d = __popc(b0) + __popc(b1 & below);
+    tab.expert[d] = key[1];
+    tab.pairs[d] = mine[1];
+  }
+  if (lane == 0) tab.distinct = __popc(b0) + __popc(b1);
+}
+
+// One unit: the kColsPerCta rows of W2[expert] over K slice [begin, end), for each of the
+// expert's pairs in the window, two pairs per sweep.
+__device__ __forceinline__ void run_unit(const DecodeLayerParams& p, std::int64_t h0, int cols, std::int64_t base, int expert,
+                         unsigned long long pairs, int slice, int slices, std::int64_t begin, std::int64_t end,
+                         WindowTable& tab) {
+  const int lane = threadIdx.x % 32;
+  const std::int64_t chunks = p.intermediate / 8;
+  const uint4* w = reinterpret_cast<const uint4*>(p.w2 + (static_cast<std::int64_t>(expert) * p.hidden + h0) *
+                                                             p.intermediate);
+  while (pairs != 0) {
+    int q[kPairsPerPass];
+#pragma unroll
+    for (int i = 0; i < kPairsPerPass; ++i) {
+      q[i] = -1;
+      if (pairs != 0) {
+        q[i] = __ffsll(static_cast<long long>(pairs)) - 1;
+        pairs &= pairs - 1;
+      }
+    }
+    const uint4* a[kPairsPerPass];
+#pragma unroll
+    for (int i = 0; i < kPairsPerPass; ++i) {
+      a[i] = reinterpret_cast<const uint4*>(p.act + (base + (q[i] >= 0 ? q[i] : q[0])) * p.intermediate);
+    }
+    float dot[kPairsPerPass][kColsPerCta] = {};
+    for (std::int64_t kc = begin + lane; kc < end; kc += 32 * kChunksInFlight) {
+      uint4 wv[kChunksInFlight][kColsPerCta];
+      uint4 av[kChunksInFlight][kPairsPerPass];
+#pragma unroll
+      for (int c = 0; c < kChunksInFlight; ++c) {
+        const std::int64_t at = kc + 32 * c;
+        const bool in = at < end;
+#pragma unroll
+        for (int r = 0; r < kColsPerCta; ++r) {
+          wv[c][r] = in ? __ldcs(w + (r < cols ? r : 0) * chunks + at) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int i = 0; i < kPairsPerPass; ++i) av[c][i] = in && q[i] >= 0 ? __ldg(a[i] + at) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int c = 0; c < kChunksInFlight; ++c) {
+#pragma unroll
+        for (int i = 0; i < kPairsPerPass; ++i) {
+          float af[8];
+          dev::unpack8(av[c][i], af);
+#pragma unroll
+          for (int r = 0; r < kColsPerCta; ++r) dot[i][r] += dot8(wv[c][r], af);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kPairsPerPass; ++i) {
+      if (q[i] < 0) break;
+#pragma unroll
+      for (int r = 0; r < kColsPerCta; ++r) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) dot[i][r] += __shfl_xor_sync(0xffffffffu, dot[i][r], off);
+      }
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < kColsPerCta; ++r) tab.dot[q[i] * slices + slice][r] = dot[i][r];
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
+  __shared__ WindowTable tab;
+  dev::wait_for_prior_grid();
   const int warp = threadIdx.x / 32;
   const std::int64_t h0 = static_cast<std::int64_t>(blockIdx.x) * kColsPerCta;
   const int cols = static_cast<int>(p.hidden - h0 < kColsPerCta ? p.hidden - h0 : kColsPerCta);
   const std::int64_t chunks = p.intermediate / 8;
-  const int k = p.top_k;
-  const int slices = slices_for(k);
-  const int units = k * slices;
-  const std::int64_t slice_chunks = (chunks + slices - 1) / slices;
+  const std::int64_t k = p.top_k;
+  const std::int64_t total = p.tokens * k;
+  float sum = 0.f;  // thread c < cols: column h0 + c of the current token
 
-  for (std::int64_t t = 0; t < p.tokens; ++t) {
-    for (int u = warp; u < units; u += kWarps) {
-      const int j = u / slices;
-      const std::int64_t q = t * k + j;
-      const int e = p.topk_ids[q];
-      const bool live = e >= 0 && e < p.num_experts;
-      if (lane == 0 && u % slices == 0) slot_weight[j] = live ? p.topk_weights[q] : 0.f;
-      float dot[kColsPerCta] = {};
-      if (live) {
-        const uint4* w = reinterpret_cast<const uint4*>(p.w2 + (static_cast<std::int64_t>(e) * p.hidden + h0) *
-                                                                   p.intermediate);
-        const uint4* a = reinterpret_cast<const uint4*>(p.act + q * p.intermediate);
-        const std::int64_t begin = (u % slices) * slice_chunks;
-        const std::int64_t end = begin + slice_chunks < chunks ? begin + slice_chunks : chunks;
-        for (std::int64_t kc = begin + lane; kc < end; kc += 32 * kChunksInFlight) {
-          uint4 wv[kChunksInFlight][kColsPerCta];
-          uint4 av[kChunksInFlight];
-#pragma unroll
-          for (int i = 0; i < kChunksInFlight; ++i) {
-            const std::int64_t c = kc + 32 * i;
-            const bool in = c < end;
-            av[i] = in ? __ldg(a + c) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-            for (int r = 0; r < kColsPerCta; ++r) {
-              wv[i][r] = in ? __ldcs(w + (r < cols ? r : 0) * chunks + c) : make_uint4(0, 0, 0, 0);
-            }
-          }
-#pragma unroll
-          for (int i = 0; i < kChunksInFlight; ++i) {
-            float af[8];
-            dev::unpack8(av[i], af);
-#pragma unroll
-            for (int r = 0; r < kColsPerCta; ++r) dot[r] += dot8(wv[i][r], af);
-          }
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < kColsPerCta; ++r) {
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) dot[r] += __shfl_xor_sync(0xffffffffu, dot[r], off);
-      }
-      if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < kColsPerCta; ++r) unit_dot[u][r] = dot[r];
-      }
+  for (std::int64_t base = 0; base < total;) {
+    // Whole tokens while k <= 64, else 64-pair pieces of one token.
+    const std::int64_t token_end = (base / k + 1) * k;
+    const std::int64_t span = k <= kWindowPairs ? (kWindowPairs / k) * k : kWindowPairs;
+    std::int64_t stop = base + span;
+    if (k > kWindowPairs && stop > token_end) stop = token_end;
+    if (stop > total) stop = total;
+    const int count = static_cast<int>(stop - base);
+
+    if (warp == 0) list_window_experts(p, base, count, tab);
+    __syncthreads();
+    const int distinct = tab.distinct;
+    const int slices = distinct > 0 ? slices_for(distinct) : 1;
+    const std::int64_t slice_chunks = (chunks + slices - 1) / slices;
+    for (int u = warp; u < distinct * slices; u += kWarps) {
+      const int d = u / slices, s = u % slices;
+      const std::int64_t begin = s * slice_chunks;
+      const std::int64_t end = begin + slice_chunks < chunks ? begin + slice_chunks : chunks;
+      run_unit(p, h0, cols, base, tab.expert[d], tab.pairs[d], s, slices, begin, end, tab);
     }
     __syncthreads();
     if (threadIdx.x < cols) {
-      float sum = 0.f;
-      for (int j = 0; j < k; ++j) {
-        float d = 0.f;
-        for (int s = 0; s < slices; ++s) d += unit_dot[j * slices + s][threadIdx.x];
-        sum = fmaf(slot_weight[j], d, sum);  // a dead slot: 0 * 0
+      for (int q = 0; q < count; ++q) {
+        if (tab.live[q]) {
+          float d = 0.f;
+          for (int s = 0; s < slices; ++s) d += tab.dot[q * slices + s][threadIdx.x];
+          sum = fmaf(tab.weight[q], d, sum);
+        }
+        const std::int64_t pair = base + q;
+        if ((pair + 1) % k == 0) {
+          p.out[(pair / k) * p.out_row_stride + h0 + threadIdx.x] = __float2bfloat16(sum);
+          sum = 0.f;
+        }
       }
-      p.out[t * p.out_row_stride + h0 + threadIdx.x] = __float2bfloat16(sum);
     }
-    __syncthreads();  // unit_dot is reused by the next token
+    __syncthreads();  // the table is rebuilt for the next window
+    base = stop;
   }
 }
 
@@ -126,9 +233,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_ker
 
 Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.hidden == 0) return Status::Ok();
-  if (p.top_k < 1 || p.top_k > kMaxUnits) {
-    return invalid_argument("decode gemm2: top_k must be in [1, 512], got " + std::to_string(p.top_k));
-  }
+  if (p.top_k < 1) return invalid_argument("decode gemm2: top_k must be >= 1, got " + std::to_string(p.top_k));
   const dim3 grid(static_cast<unsigned>((p.hidden + kColsPerCta - 1) / kColsPerCta));
   FUSEKIT_CUDA_RETURN_IF_ERROR(
       launch_dependent(decode_gemm2_finalize_nk_bf16_kernel, grid, dim3(kWarps * 32), 0, stream, p));
