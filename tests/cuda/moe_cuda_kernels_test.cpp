@@ -206,6 +206,8 @@ TEST(MoeCudaKernels, DecodePathRepeatedExpertWideTopKTinySizes) {
     check({128, 64, 256, 64, 1, layout}, false);  // k > 32
     check({96, 40, 64, 24, 2, layout}, false);    // k not a multiple of 8
     check({128, 96, 64, 16, 2, layout}, false);   // k > 64: a token spans two 64-pair windows
+    check({512, 512, 64, 16, 1, layout}, false);  // k = E = 512: eight windows for one token
+    check({8, 4, 64, 16, 12, layout}, false);     // 48-pair window: experts repeat across halves
     check({4, 2, 8, 8, 5, layout});               // H = I = 8
   }
 }

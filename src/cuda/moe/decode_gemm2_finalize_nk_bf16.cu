@@ -8,14 +8,16 @@
 // Shapes: act [T*k, I] packed, out [T, H] (row stride given). I multiple of 8.
 // Threads: 256 per CTA = 8 warps. Per window warp 0 lists the distinct experts (match_any and
 // ballots over the window's ids) with the set of pairs of each; the work is then D x S units
-// (distinct expert d, K slice s) with S = 8 / gcd(D, 8) so that units split evenly over the
-// warps; warp w takes units w, w + 8, ... A unit is kColsPerCta weight rows times its slice of
-// I, applied to the expert's pairs 2 at a time: each lane issues the loads of 2 chunks (16
-// bytes) of every row and of both act rows before using any, so at decode sizes a warp waits
-// for memory once or twice per unit. 3 CTAs per SM (80 registers, no spills). Per (pair, slice) the warp reduces its dots (fixed xor tree)
-// into shared memory; then, per column, one thread adds
-//   out = sum_j w[t, j] * sum_s dot[j, s]   in (j, s) order, carried across windows when a
-// token spans several: deterministic.
+// (distinct expert d, K slice s), S = ceil(8 / D) below 8 experts, else 1; warp w takes units
+// w, w + 8, ... A unit sweeps kColsPerCta weight rows over its slice of I for the expert's
+// pairs, 2 at a time (1 when alone): each lane issues the loads of 2 chunks (16 bytes) of every
+// row and act row before using any. Per (pair, slice) the warp reduces its dots (fixed xor
+// tree) into shared memory; then one thread per (token, column) adds
+//   out = sum_j w[t, j] * sum_s dot[j, s]   in (j, s) order
+// (for k > 64, one thread per column carries the sum across the token's windows).
+// Deterministic run to run; the slicing depends on the window's distinct experts, so a token's
+// last bits may differ with the other tokens batched beside it, as with any split-K.
+// 80 registers, 3 CTAs per SM.
 // Grid: ceil(H / kColsPerCta) CTAs; windows in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; waits for it before touching memory.
 #include <cstdint>
@@ -31,18 +33,13 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kColsPerCta = 4;
 constexpr int kChunksInFlight = 2;
-constexpr int kPairsPerPass = 2;
 constexpr int kWindowPairs = 64;  // two 32-id ballots
 
-// K slices per distinct expert: D * S = lcm(D, 8) units keep all 8 warps busy.
+// K slices per distinct expert: with fewer than 8 experts in the window, ceil(8 / D) slices
+// so that every warp has a unit; else 1 (units round-robin over the warps, at most one unit of
+// imbalance, and no unit narrower than a whole expert row block).
 __device__ __forceinline__ int slices_for(int distinct) {
-  int a = distinct, b = kWarps;
-  while (b != 0) {
-    const int r = a % b;
-    a = b;
-    b = r;
-  }
-  return kWarps / a;  // a = gcd(D, 8); D * S <= 64 * 8 = 512
+  return distinct >= kWarps ? 1 : (kWarps + distinct - 1) / distinct;
 }
 
 __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
@@ -55,48 +52,58 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
 }
 
 struct WindowTable {
-  int distinct;                             // D
-  int expert[kWindowPairs];                 // d -> expert id
-  unsigned long long pairs[kWindowPairs];   // d -> bit q set when pair q of the window routes to it
-  float weight[kWindowPairs];               // q -> w (0 for a dead slot)
-  bool live[kWindowPairs];                  // q -> id in [0, E)
-  float dot[kWindowPairs * kWarps][kColsPerCta];  // (q, s) -> dot over slice s
+  alignas(16) float dot[kWindowPairs * kWarps][kColsPerCta];  // (q, s) -> dot over slice s
+  unsigned long long pairs[kWindowPairs];  // d -> bit q set when pair q of the window routes to it
+  int expert[kWindowPairs];                // d -> expert id
+  float weight[kWindowPairs];              // q -> w (0 for a dead slot)
+  bool live[kWindowPairs];                 // q -> id in [0, E)
+  int distinct;                            // D
 };
 
 // Warp 0: the window's distinct experts, first-occurrence order, and each one's pair set.
-__device__ __forceinline__ void list_window_experts(const DecodeLayerParams& p, std::int64_t base, int count, WindowTable& tab) {
+// Every id and weight is loaded up front (one memory round trip); the cross-half comparison
+// runs only when the window has more than 32 pairs.
+__device__ __forceinline__ void list_window_experts(const DecodeLayerParams& p, std::int64_t base, int count,
+                                                    WindowTable& tab) {
   const int lane = threadIdx.x % 32;
   const unsigned below = (1u << lane) - 1u;
+  int id[2];
+  float weight[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int q = 32 * h + lane;
+    id[h] = q < count ? p.topk_ids[base + q] : -1;
+    weight[h] = q < count ? p.topk_weights[base + q] : 0.f;
+  }
   int key[2];
   bool valid[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int q = 32 * h + lane;
-    const int id = q < count ? p.topk_ids[base + q] : -1;
-    valid[h] = q < count && id >= 0 && id < p.num_experts;
+    valid[h] = q < count && id[h] >= 0 && id[h] < p.num_experts;
     // Dead or absent slots get keys of their own (negative, distinct per slot) so they never group.
-    key[h] = valid[h] ? id : -1 - q;
+    key[h] = valid[h] ? id[h] : -1 - q;
     if (q < count) {
       tab.live[q] = valid[h];
-      tab.weight[q] = valid[h] ? p.topk_weights[base + q] : 0.f;
+      tab.weight[q] = valid[h] ? weight[h] : 0.f;
     }
   }
-  bool first[2];
-  first[0] = valid[0] && (__match_any_sync(0xffffffffu, key[0]) & below) == 0;
-  const unsigned peers1 = __match_any_sync(0xffffffffu, key[1]);
-  unsigned long long mine[2] = {0ull, 0ull};  // pair sets of key[0], key[1]
-  bool in_first_half = false;
-  for (int i = 0; i < 32; ++i) {
-    const int k0 = __shfl_sync(0xffffffffu, key[0], i);
-    const int k1 = __shfl_sync(0xffffffffu, key[1], i);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      if (k0 == key[h]) mine[h] |= 1ull << i;
-      if (k1 == key[h]) mine[h] |= 1ull << (32 + i);
+  const unsigned peers0 = __match_any_sync(0xffffffffu, key[0]);
+  bool first[2] = {valid[0] && (peers0 & below) == 0, false};
+  unsigned long long mine[2] = {peers0, 0ull};  // pair sets of key[0], key[1]
+  if (count > 32) {                             // warp-uniform
+    const unsigned peers1 = __match_any_sync(0xffffffffu, key[1]);
+    bool in_first_half = false;
+    for (int i = 0; i < 32; ++i) {
+      const int k0 = __shfl_sync(0xffffffffu, key[0], i);
+      const int k1 = __shfl_sync(0xffffffffu, key[1], i);
+      if (k1 == key[0]) mine[0] |= 1ull << (32 + i);
+      if (k0 == key[1]) mine[1] |= 1ull << i;
+      in_first_half |= k0 == key[1];
     }
-    in_first_half |= k0 == key[1];
+    mine[1] |= static_cast<unsigned long long>(peers1) << 32;
+    first[1] = valid[1] && (peers1 & below) == 0 && !in_first_half;
   }
-  first[1] = valid[1] && (peers1 & below) == 0 && !in_first_half;
   const unsigned b0 = __ballot_sync(0xffffffffu, first[0]);
   const unsigned b1 = __ballot_sync(0xffffffffu, first[1]);
   if (first[0]) {
@@ -112,68 +119,75 @@ __device__ __forceinline__ void list_window_experts(const DecodeLayerParams& p, 
   if (lane == 0) tab.distinct = __popc(b0) + __popc(b1);
 }
 
-// One unit: the kColsPerCta rows of W2[expert] over K slice [begin, end), for each of the
-// expert's pairs in the window, two pairs per sweep.
-__device__ __forceinline__ void run_unit(const DecodeLayerParams& p, std::int64_t h0, int cols, std::int64_t base, int expert,
-                         unsigned long long pairs, int slice, int slices, std::int64_t begin, std::int64_t end,
-                         WindowTable& tab) {
+// One sweep of the kColsPerCta rows of W2[expert] (w) over K slice [begin, end) for kPairs of
+// the expert's pairs (window rows q[]): the loads of kChunksInFlight chunks of every row and
+// act row are issued before any is used. A template on the pair count so that a lone pair (the
+// rule at T = 1) neither spends registers on a second one nor serialises its loads.
+template <int kPairs>
+__device__ __forceinline__ void sweep(const DecodeLayerParams& p, const uint4* w, int cols, std::int64_t base,
+                                      const int (&q)[kPairs], int slice, int slices, std::int64_t begin,
+                                      std::int64_t end, WindowTable& tab) {
   const int lane = threadIdx.x % 32;
   const std::int64_t chunks = p.intermediate / 8;
-  const uint4* w = reinterpret_cast<const uint4*>(p.w2 + (static_cast<std::int64_t>(expert) * p.hidden + h0) *
-                                                             p.intermediate);
-  while (pairs != 0) {
-    int q[kPairsPerPass];
+  const uint4* a[kPairs];
 #pragma unroll
-    for (int i = 0; i < kPairsPerPass; ++i) {
-      q[i] = -1;
-      if (pairs != 0) {
-        q[i] = __ffsll(static_cast<long long>(pairs)) - 1;
-        pairs &= pairs - 1;
-      }
-    }
-    const uint4* a[kPairsPerPass];
+  for (int i = 0; i < kPairs; ++i) a[i] = reinterpret_cast<const uint4*>(p.act + (base + q[i]) * p.intermediate);
+  float dot[kPairs][kColsPerCta] = {};
+  for (std::int64_t kc = begin + lane; kc < end; kc += 32 * kChunksInFlight) {
+    uint4 wv[kChunksInFlight][kColsPerCta];
+    uint4 av[kChunksInFlight][kPairs];
 #pragma unroll
-    for (int i = 0; i < kPairsPerPass; ++i) {
-      a[i] = reinterpret_cast<const uint4*>(p.act + (base + (q[i] >= 0 ? q[i] : q[0])) * p.intermediate);
-    }
-    float dot[kPairsPerPass][kColsPerCta] = {};
-    for (std::int64_t kc = begin + lane; kc < end; kc += 32 * kChunksInFlight) {
-      uint4 wv[kChunksInFlight][kColsPerCta];
-      uint4 av[kChunksInFlight][kPairsPerPass];
-#pragma unroll
-      for (int c = 0; c < kChunksInFlight; ++c) {
-        const std::int64_t at = kc + 32 * c;
-        const bool in = at < end;
-#pragma unroll
-        for (int r = 0; r < kColsPerCta; ++r) {
-          wv[c][r] = in ? __ldcs(w + (r < cols ? r : 0) * chunks + at) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int i = 0; i < kPairsPerPass; ++i) av[c][i] = in && q[i] >= 0 ? __ldg(a[i] + at) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int c = 0; c < kChunksInFlight; ++c) {
-#pragma unroll
-        for (int i = 0; i < kPairsPerPass; ++i) {
-          float af[8];
-          dev::unpack8(av[c][i], af);
-#pragma unroll
-          for (int r = 0; r < kColsPerCta; ++r) dot[i][r] += dot8(wv[c][r], af);
-        }
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < kPairsPerPass; ++i) {
-      if (q[i] < 0) break;
+    for (int c = 0; c < kChunksInFlight; ++c) {
+      const std::int64_t at = kc + 32 * c;
+      const bool in = at < end;
 #pragma unroll
       for (int r = 0; r < kColsPerCta; ++r) {
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) dot[i][r] += __shfl_xor_sync(0xffffffffu, dot[i][r], off);
+        wv[c][r] = in ? __ldcs(w + (r < cols ? r : 0) * chunks + at) : make_uint4(0, 0, 0, 0);
       }
-      if (lane == 0) {
 #pragma unroll
-        for (int r = 0; r < kColsPerCta; ++r) tab.dot[q[i] * slices + slice][r] = dot[i][r];
+      for (int i = 0; i < kPairs; ++i) av[c][i] = in ? __ldg(a[i] + at) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int c = 0; c < kChunksInFlight; ++c) {
+#pragma unroll
+      for (int i = 0; i < kPairs; ++i) {
+        float af[8];
+        dev::unpack8(av[c][i], af);
+#pragma unroll
+        for (int r = 0; r < kColsPerCta; ++r) dot[i][r] += dot8(wv[c][r], af);
       }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kPairs; ++i) {
+#pragma unroll
+    for (int r = 0; r < kColsPerCta; ++r) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) dot[i][r] += __shfl_xor_sync(0xffffffffu, dot[i][r], off);
+    }
+    if (lane == 0) {
+      *reinterpret_cast<float4*>(tab.dot[q[i] * slices + slice]) = make_float4(dot[i][0], dot[i][1], dot[i][2], dot[i][3]);
+    }
+  }
+}
+
+// One unit: W2[expert]'s rows over one K slice, for every pair of the expert in the window,
+// two per sweep.
+__device__ __forceinline__ void run_unit(const DecodeLayerParams& p, std::int64_t h0, int cols, std::int64_t base,
+                                         int expert, unsigned long long pairs, int slice, int slices,
+                                         std::int64_t begin, std::int64_t end, WindowTable& tab) {
+  const uint4* w = reinterpret_cast<const uint4*>(p.w2 + (static_cast<std::int64_t>(expert) * p.hidden + h0) *
+                                                             p.intermediate);
+  while (pairs != 0) {  // warp-uniform
+    const int q0 = __ffsll(static_cast<long long>(pairs)) - 1;
+    pairs &= pairs - 1;
+    if (pairs == 0) {
+      const int q[1] = {q0};
+      sweep<1>(p, w, cols, base, q, slice, slices, begin, end, tab);
+    } else {
+      const int q[2] = {q0, __ffsll(static_cast<long long>(pairs)) - 1};
+      pairs &= pairs - 1;
+      sweep<2>(p, w, cols, base, q, slice, slices, begin, end, tab);
     }
   }
 }
@@ -187,7 +201,7 @@ __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_
   const std::int64_t chunks = p.intermediate / 8;
   const std::int64_t k = p.top_k;
   const std::int64_t total = p.tokens * k;
-  float sum = 0.f;  // thread c < cols: column h0 + c of the current token
+  float sum = 0.f;  // k > 64: thread c < cols carries column h0 + c of the current token
 
   for (std::int64_t base = 0; base < total;) {
     // Whole tokens while k <= 64, else 64-pair pieces of one token.
@@ -210,16 +224,31 @@ __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_
       run_unit(p, h0, cols, base, tab.expert[d], tab.pairs[d], s, slices, begin, end, tab);
     }
     __syncthreads();
-    if (threadIdx.x < cols) {
-      for (int q = 0; q < count; ++q) {
+    if (k <= kWindowPairs) {
+      // Whole tokens: one thread per (token of the window, column), its k pairs in j order.
+      const int tokens_here = count / static_cast<int>(k);
+      const int t = threadIdx.x / kColsPerCta, c = threadIdx.x % kColsPerCta;
+      if (t < tokens_here && c < cols) {
+        float acc = 0.f;
+        for (int q = t * static_cast<int>(k); q < (t + 1) * static_cast<int>(k); ++q) {
+          if (!tab.live[q]) continue;
+          float d = 0.f;
+          for (int s = 0; s < slices; ++s) d += tab.dot[q * slices + s][c];
+          acc = fmaf(tab.weight[q], d, acc);
+        }
+        p.out[(base / k + t) * p.out_row_stride + h0 + c] = __float2bfloat16(acc);
+      }
+    } else if (threadIdx.x < cols) {
+      // A token spans several windows: thread c carries its column's sum across them.
+      std::int64_t j = base % k;
+      for (int q = 0; q < count; ++q, ++j) {
         if (tab.live[q]) {
           float d = 0.f;
           for (int s = 0; s < slices; ++s) d += tab.dot[q * slices + s][threadIdx.x];
           sum = fmaf(tab.weight[q], d, sum);
         }
-        const std::int64_t pair = base + q;
-        if ((pair + 1) % k == 0) {
-          p.out[(pair / k) * p.out_row_stride + h0 + threadIdx.x] = __float2bfloat16(sum);
+        if (j == k - 1) {
+          p.out[(base / k) * p.out_row_stride + h0 + threadIdx.x] = __float2bfloat16(sum);
           sum = 0.f;
         }
       }
