@@ -4,7 +4,9 @@
 // Shapes: y [rows, H] packed, expert order (GEMM2's output); inv/topk_ids/topk_weights
 // [T*k]; out [T, H] (row stride out_row_stride). H % 8 == 0.
 // Threads: one per 8 consecutive outputs of a token (16-byte loads/stores), grid-stride over
-// T * H / 8 with a grid fixed by the host-known T.
+// T * H / 8 with a grid fixed by the host-known T. Each thread reads the ids, rows and weights
+// of 8 slots before issuing their 8 y loads together (the gathered y rows come from DRAM; one
+// slot at a time left one 16-byte load in flight per thread behind a chain of index loads).
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
@@ -14,6 +16,7 @@ namespace fusekit::cuda_moe::sm90 {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kSlotsInFlight = 8;  // y loads in flight per thread (k = 8: all of a token's)
 
 __global__ void __launch_bounds__(kThreads) finalize_sorted_bf16_kernel(FinalizeSortedParams p) {
   dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
@@ -27,15 +30,37 @@ __global__ void __launch_bounds__(kThreads) finalize_sorted_bf16_kernel(Finalize
     float sum[8];
 #pragma unroll
     for (int u = 0; u < 8; ++u) sum[u] = 0.f;
-    for (int j = 0; j < p.top_k; ++j) {
-      const std::int64_t pair = t * p.top_k + j;
-      const int e = p.topk_ids[pair];
-      if (e < 0 || e >= p.num_experts) continue;
-      const float w = p.topk_weights[pair];
-      float f[8];
-      dev::unpack8(__ldg(reinterpret_cast<const uint4*>(p.y + std::int64_t(p.inv[pair]) * p.hidden + h)), f);
+    // kSlotsInFlight slots at a time: their ids, rows and weights first, then all their y loads,
+    // then the sums in j order (the same order, so the same bits, as one slot at a time).
+    for (int j0 = 0; j0 < p.top_k; j0 += kSlotsInFlight) {
+      std::int64_t row[kSlotsInFlight];
+      float w[kSlotsInFlight];
 #pragma unroll
-      for (int u = 0; u < 8; ++u) sum[u] = fmaf(w, f[u], sum[u]);
+      for (int u = 0; u < kSlotsInFlight; ++u) {
+        row[u] = -1;
+        w[u] = 0.f;
+        if (j0 + u < p.top_k) {
+          const std::int64_t pair = t * p.top_k + j0 + u;
+          const int e = p.topk_ids[pair];
+          if (e >= 0 && e < p.num_experts) {
+            row[u] = p.inv[pair];
+            w[u] = p.topk_weights[pair];
+          }
+        }
+      }
+      uint4 v[kSlotsInFlight];
+#pragma unroll
+      for (int u = 0; u < kSlotsInFlight; ++u) {
+        v[u] = row[u] >= 0 ? __ldg(reinterpret_cast<const uint4*>(p.y + row[u] * p.hidden + h)) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kSlotsInFlight; ++u) {
+        if (row[u] < 0) continue;
+        float f[8];
+        dev::unpack8(v[u], f);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) sum[c] = fmaf(w[u], f[c], sum[c]);
+      }
     }
     *reinterpret_cast<uint4*>(p.out + t * p.out_row_stride + h) = dev::pack8(sum);
   }
