@@ -60,6 +60,8 @@ TEST(MoePathRules, DecodePrefetchesW2IntoL2OnlyWhenItFitsInHalf) {
   EXPECT_TRUE(cuda_moe::decode_prefetches_w2(1, 8, 4096, 1536, h100_l2));
   setenv("FUSEKIT_MOE_W2_PREFETCH", "0", 1);
   EXPECT_FALSE(cuda_moe::decode_prefetches_w2(1, 8, 2048, 768, h100_l2));
+  setenv("FUSEKIT_MOE_W2_PREFETCH", "true", 1);  // not 0|1: the rule decides
+  EXPECT_TRUE(cuda_moe::decode_prefetches_w2(1, 8, 2048, 768, h100_l2));
   unsetenv("FUSEKIT_MOE_W2_PREFETCH");
 }
 

@@ -48,10 +48,14 @@ inline std::int64_t align_capacity_rows(std::int64_t tokens, std::int64_t top_k,
 // Qwen3-235B-A22B (101 MB) or Mixtral (235 MB). gemm2 then reads W2 from L2,
 // and DRAM stays busy across the gemm1 -> gemm2 boundary instead of idling through gemm2's
 // ramp. Prediction (to be measured): Qwen3-30B-A3B T = 1 gemm2 ~10 -> ~3 us.
-// FUSEKIT_MOE_W2_PREFETCH=0|1 overrides the rule (for measuring it; read per call).
+// FUSEKIT_MOE_W2_PREFETCH=0|1 overrides the rule (for measuring it; read per call; any other
+// value leaves the rule in charge).
 inline bool decode_prefetches_w2(std::int64_t tokens, std::int64_t top_k, std::int64_t hidden,
                                  std::int64_t intermediate, std::int64_t l2_bytes) {
-  if (const char* env = std::getenv("FUSEKIT_MOE_W2_PREFETCH")) return env[0] == '1';
+  if (const char* env = std::getenv("FUSEKIT_MOE_W2_PREFETCH")) {
+    if (env[0] == '0' && env[1] == '\0') return false;
+    if (env[0] == '1' && env[1] == '\0') return true;
+  }
   const std::int64_t w2_bytes = tokens * top_k * hidden * intermediate * 2;
   return 2 * w2_bytes <= l2_bytes;
 }

@@ -40,7 +40,8 @@ Status launch_align_count_pairs(const CountPairsParams& p, cudaStream_t stream) 
   if (p.pairs <= 0) return Status::Ok();
   std::int64_t blocks = (p.pairs + kThreads - 1) / kThreads;
   if (blocks > 132 * 8) blocks = 132 * 8;
-  FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(align_count_pairs_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, stream, p));
+  // A plain launch: it follows the counts' memset, which a programmatic launch cannot overlap.
+  align_count_pairs_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("align_count_pairs_kernel");
   return Status::Ok();
 }
