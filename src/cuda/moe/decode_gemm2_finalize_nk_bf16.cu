@@ -23,15 +23,6 @@ constexpr int kColsPerWarp = 2;
 constexpr int kColsPerCta = kWarps * kColsPerWarp;
 constexpr int kPairsInFlight = 4;
 
-__device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
-  float f[8];
-  dev::unpack8(w, f);
-  float s = 0.f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) s = fmaf(a[i], f[i], s);
-  return s;
-}
-
 __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
   dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
@@ -76,7 +67,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_gemm2_finalize_nk_bf16_ker
           float af[8];
           dev::unpack8(av[u], af);
 #pragma unroll
-          for (int c = 0; c < kColsPerWarp; ++c) acc[c] = fmaf(weight[u], dot8(wv[u][c], af), acc[c]);
+          for (int c = 0; c < kColsPerWarp; ++c) acc[c] = fmaf(weight[u], dev::dot8(wv[u][c], af), acc[c]);
         }
       }
     }
