@@ -31,15 +31,6 @@ constexpr int kRows = 2 * kColsPerWarp;
 constexpr int kTokensPerPass = 2;
 constexpr int kColsPerCta = kWarps * kColsPerWarp;
 
-__device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
-  float f[8];
-  dev::unpack8(w, f);
-  float s = 0.f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) s = fmaf(a[i], f[i], s);
-  return s;
-}
-
 __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
   dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
@@ -137,7 +128,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
           float a[8];
           dev::unpack8(__ldg(xrow[i] + kc + 32 * h), a);
 #pragma unroll
-          for (int r = 0; r < kRows; ++r) acc[r][i] += dot8(wv[h][r], a);
+          for (int r = 0; r < kRows; ++r) acc[r][i] += dev::dot8(wv[h][r], a);
         }
       }
     }

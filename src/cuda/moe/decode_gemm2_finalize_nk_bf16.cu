@@ -42,15 +42,6 @@ __device__ __forceinline__ int slices_for(int distinct) {
   return distinct >= kWarps ? 1 : (kWarps + distinct - 1) / distinct;
 }
 
-__device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
-  float f[8];
-  dev::unpack8(w, f);
-  float s = 0.f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) s = fmaf(a[i], f[i], s);
-  return s;
-}
-
 struct WindowTable {
   alignas(16) float dot[kWindowPairs * kWarps][kColsPerCta];  // (q, s) -> dot over slice s
   unsigned long long pairs[kWindowPairs];  // d -> bit q set when pair q of the window routes to it
@@ -154,7 +145,7 @@ __device__ __forceinline__ void sweep(const DecodeLayerParams& p, const uint4* w
         float af[8];
         dev::unpack8(av[c][i], af);
 #pragma unroll
-        for (int r = 0; r < kColsPerCta; ++r) dot[i][r] += dot8(wv[c][r], af);
+        for (int r = 0; r < kColsPerCta; ++r) dot[i][r] += dev::dot8(wv[c][r], af);
       }
     }
   }

@@ -26,6 +26,16 @@ __device__ __forceinline__ void unpack8(const uint4& v, float* f) {
   }
 }
 
+// sum_i a[i] * w[i] over the 8 bf16 of w, fp32, i in order (the decode GEMVs' inner step).
+__device__ __forceinline__ float dot8(const uint4& w, const float (&a)[8]) {
+  float f[8];
+  unpack8(w, f);
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) s = fmaf(a[i], f[i], s);
+  return s;
+}
+
 __device__ __forceinline__ uint4 pack8(const float* f) {
   uint4 v;
   __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v);
