@@ -19,14 +19,15 @@
 namespace fusekit::cuda_moe {
 
 constexpr std::int64_t kBlockM = 64;
-// Decode path, NK weights (decode_gemm{1_swiglu,2_finalize}_nk_bf16.cu): gemm1 reads each hit
-// expert once, gemm2 once per pair. Measured on H100 (docs/PERF_NOTES.md, "Decode path v1"),
-// eager fused forward on given ids, decode vs sm_90 grouped:
-//   Qwen3-30B-A3B (E 128, k 8): T=1 40.3 vs 67.8 us, T=2 77.2 vs 96.7, T=4 140.7 vs 144.8,
-//     T=8 259.7 vs 212.8 (decode loses from 64 pairs).
-//   Mixtral (E 8, k 2): T=1 266.5 vs 306.4, T=2 521.8 vs 528.7, T=4 891.3 vs 790.7.
-// So: pairs <= 32 and (one token, or pairs <= E / 2).
-constexpr std::int64_t kDecodeMaxPairsNK = 32;
+// Decode path, NK weights (decode_gemm{1_swiglu,2_finalize}_nk_bf16.cu): each hit expert is
+// read once by gemm1 and once per 64-pair window by gemm2. Measured on H100 (docs/PERF_NOTES.md,
+// "Decode path v2"), eager fused forward on given ids, decode vs sm_90 grouped:
+//   Qwen3-30B-A3B (E 128, k 8): T=1 34.1 vs 59.8 us, T=2 64.3 vs 89.4, T=4 109.3 vs 131.3,
+//     T=8 193.3 vs 210.2, T=16 326.4 vs 292.7 (decode loses past 64 pairs).
+//   Mixtral (E 8, k 2): T=1 240.9 vs 288.2, T=2 467.2 vs 517.0, T=4 694.4 vs 521.6 (decode
+//     loses once the experts repeat: more tokens than E / 2 pairs).
+// So: pairs <= 64 and (one token, or pairs <= E / 2).
+constexpr std::int64_t kDecodeMaxPairsNK = 64;
 // Decode path, KN weights (decode_gemv_kn_bf16.cu): one GEMV per pair, expert read once per
 // pair. Measured with the NK twin of that kernel (since replaced): Qwen3-30B-A3B faster than
 // the grouped GEMMs through T = 8 (201 vs 261 us sm_80 grouped, 207 vs 220 us sm_90 grouped);
@@ -58,6 +59,18 @@ inline bool decode_prefetches_w2(std::int64_t tokens, std::int64_t top_k, std::i
   }
   const std::int64_t w2_bytes = tokens * top_k * hidden * intermediate * 2;
   return 2 * w2_bytes <= l2_bytes;
+}
+
+// Decode path, NK weights, softmax routing: gemm1 routes the step's tokens itself (each CTA
+// redundantly: at most 64 tokens x 512 logits, from L2) instead of waiting for a route kernel
+// (measured: the route launch cost ~3.4 us of the 37.5 us Qwen3-30B-A3B T = 1 layer).
+// FUSEKIT_MOE_ROUTE_IN_GEMM1=0 keeps the route kernel (for measuring; read per call).
+constexpr std::int64_t kDecodeMaxRoutedPairs = 64;  // gemm1's shared-memory id table
+inline bool decode_routes_in_gemm1(std::int64_t tokens, std::int64_t top_k, MoeRoutingMode mode) {
+  if (const char* env = std::getenv("FUSEKIT_MOE_ROUTE_IN_GEMM1")) {
+    if (env[0] == '0' && env[1] == '\0') return false;
+  }
+  return mode == MoeRoutingMode::kSoftmaxTopK && tokens * top_k <= kDecodeMaxRoutedPairs;
 }
 
 // FUSEKIT_MOE_DECODE_MAX_PAIRS=n replaces the rule by pairs <= n (for measuring it and for
