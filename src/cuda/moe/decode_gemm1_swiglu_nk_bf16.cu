@@ -16,19 +16,11 @@
 // so the first weight load waits for one ids load, not for barriers and a chain of scans.
 // W2 prefetch (DecodeW2Prefetch::kL2, chosen by gemm_config.h): warp 0 of each serving CTA
 // asks the TMA unit to pull its share of the expert's W2 rows into L2 before it streams W1.
-// Routing in the kernel (p.route.logits set, softmax, <= kDecodeMaxRoutedPairs pairs): every
-// CTA first routes all tokens into shared memory, one warp per token (the same
-// softmax_topk_one_token as the route kernel, so the same bits), then proceeds as above from
-// that table; CTA (0, 0) also writes it out for gemm2. That takes the route launch and its
-// grid-to-grid wait out of the decode chain.
-// Launch: programmatic dependent of the previous kernel (the route kernel, or whatever wrote
-// x and the logits); waits for it before reading anything.
+// Launch: programmatic dependent of the route kernel; waits for it before reading ids.
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
-#include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
-#include "cuda/moe/route_softmax_topk.cuh"
 
 namespace fusekit::cuda_moe {
 namespace {
@@ -39,50 +31,27 @@ constexpr int kRows = 2 * kColsPerWarp;
 constexpr int kTokensPerPass = 2;
 constexpr int kColsPerCta = kWarps * kColsPerWarp;
 
-// kRouteSlots: 0 = ids given in p.topk_ids; else the kernel routes (softmax, E <= 32 * kRouteSlots).
-template <int kRouteSlots>
 __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
   dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  const std::int64_t pairs = p.tokens * p.top_k;
-
-  __shared__ std::int32_t routed_ids[kRouteSlots > 0 ? kDecodeMaxRoutedPairs : 1];
-  __shared__ float routed_weights[kRouteSlots > 0 ? kDecodeMaxRoutedPairs : 1];
-  if constexpr (kRouteSlots > 0) {
-    for (std::int64_t t = warp; t < p.tokens; t += kWarps) {
-      route_detail::softmax_topk_one_token<kRouteSlots>(p.route, t, routed_ids + t * p.top_k,
-                                                        routed_weights + t * p.top_k);
-    }
-    __syncthreads();
-    if (blockIdx.x == 0 && blockIdx.y == 0) {
-      for (int q = threadIdx.x; q < pairs; q += kWarps * 32) {
-        p.route.topk_ids[q] = routed_ids[q];
-        p.route.topk_weights[q] = routed_weights[q];
-      }
-    }
-  }
-  auto id_at = [&](std::int64_t q) -> int {
-    if constexpr (kRouteSlots > 0) return routed_ids[q];
-    return p.topk_ids[q];
-  };
-
   const std::int64_t n = p.intermediate;
   const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.x) * kColsPerCta + warp * kColsPerWarp;
   if (c0 >= n) return;
+  const std::int64_t pairs = p.tokens * p.top_k;
   const std::int64_t pair = blockIdx.y;
 
-  // Each warp reads the ids 32 at a time (one coalesced load per 32 pairs, no barrier): the
-  // chunk holding its pair gives the expert and the expert's later pairs; the chunks before
-  // it, loaded independently, say whether an earlier pair owns the expert.
+  // Each warp reads the ids 32 at a time (one coalesced load per 32 pairs, no shared memory,
+  // no barrier): the chunk holding its pair gives the expert and the expert's later pairs;
+  // the chunks before it, loaded independently, say whether an earlier pair owns the expert.
   std::int64_t chunk = pair & ~std::int64_t{31};
-  int id = chunk + lane < pairs ? id_at(chunk + lane) : -1;
+  int id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
   const int expert = __shfl_sync(0xffffffffu, id, static_cast<int>(pair & 31));
   if (expert < 0 || expert >= p.num_experts) return;
   const unsigned same = __ballot_sync(0xffffffffu, id == expert);
   if (same & ((1u << (pair & 31)) - 1u)) return;  // an earlier pair of this chunk serves the expert
   for (std::int64_t c = 0; c < chunk; c += 32) {
-    if (__any_sync(0xffffffffu, id_at(c + lane) == expert)) return;  // ... or of an earlier chunk
+    if (__any_sync(0xffffffffu, p.topk_ids[c + lane] == expert)) return;  // ... or of an earlier chunk
   }
   unsigned hits = same & (0xffffffffu << (pair & 31));
 
@@ -116,7 +85,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
     for (int i = 0; i < kTokensPerPass; ++i) {
       while (hits == 0 && chunk + 32 < pairs) {
         chunk += 32;
-        id = chunk + lane < pairs ? id_at(chunk + lane) : -1;
+        id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
         hits = __ballot_sync(0xffffffffu, id == expert);
       }
       pass_pair[i] = -1;
@@ -195,21 +164,7 @@ Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream
   if (pairs > 65535) return invalid_argument("decode gemm1: at most 65535 pairs, got " + std::to_string(pairs));
   const dim3 grid(static_cast<unsigned>((p.intermediate + kColsPerCta - 1) / kColsPerCta),
                   static_cast<unsigned>(pairs));
-  const dim3 block(kWarps * 32);
-  if (p.route.logits == nullptr) {
-    FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(decode_gemm1_swiglu_nk_bf16_kernel<0>, grid, block, 0, stream, p));
-  } else {
-    if (pairs > kDecodeMaxRoutedPairs || p.route.num_experts < 1 || p.route.num_experts > route_detail::kMaxExperts ||
-        p.route.tokens != p.tokens || p.route.top_k != p.top_k || p.route.topk_ids != p.topk_ids ||
-        p.route.topk_weights != p.topk_weights) {
-      return invalid_argument("decode gemm1: routing in the kernel needs at most " +
-                              std::to_string(kDecodeMaxRoutedPairs) + " pairs (got " + std::to_string(pairs) +
-                              "), 1..512 experts (got " + std::to_string(p.route.num_experts) +
-                              ") and route outputs that are the layer's topk_ids / topk_weights");
-    }
-    FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(decode_gemm1_swiglu_nk_bf16_kernel<route_detail::kSlots>, grid,
-                                                  block, 0, stream, p));
-  }
+  FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(decode_gemm1_swiglu_nk_bf16_kernel, grid, dim3(kWarps * 32), 0, stream, p));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("decode_gemm1_swiglu_nk_bf16_kernel");
   return Status::Ok();
 }

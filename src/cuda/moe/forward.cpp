@@ -1,8 +1,7 @@
 // forward (`cuda` backend): the whole layer on one stream, no allocation, no host sync.
 //   decode (use_decode_path: few pairs), NK weights: route -> decode gemm1+SwiGLU (each hit
 //                                    expert read once) -> decode gemm2 x weight + top-k sum,
-//                                    chained by programmatic dependent launch on Hopper; with
-//                                    softmax routing gemm1 routes itself (no route launch)
+//                                    chained by programmatic dependent launch on Hopper
 //   decode, KN weights:              route -> GEMV gemm1+SwiGLU per pair -> GEMV gemm2 per
 //                                    pair -> finalize
 //   otherwise:                       route -> align -> grouped gemm1+SwiGLU -> grouped gemm2
@@ -57,12 +56,8 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const std::int64_t k = c.top_k;
   const std::int64_t pairs = T * k;
 
-  const bool decode = use_decode_path(T, k, c.num_experts, c.layout);
-  const bool decode_nk = decode && c.layout == MoeWeightLayout::kNK;
-
   const std::int32_t* ids;
   const float* weights;
-  RouteParams route_in_gemm1;  // logits stay null unless decode gemm1 routes
   if (routed != nullptr) {
     ids = static_cast<const std::int32_t*>(routed->topk_ids.data);
     weights = static_cast<const float*>(routed->topk_weights.data);
@@ -72,11 +67,7 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     MoeRouted mine;
     mine.topk_ids = TensorView::contiguous(ids_ws, DType::kI32, {T, k}, DeviceType::kCUDA, x.device_id);
     mine.topk_weights = TensorView::contiguous(w_ws, DType::kF32, {T, k}, DeviceType::kCUDA, x.device_id);
-    if (decode_nk && decode_routes_in_gemm1(T, k, c.routing.mode)) {
-      route_in_gemm1 = route_params(c, *router, mine);
-    } else {
-      FUSEKIT_RETURN_IF_ERROR(route(c, *router, mine, stream));
-    }
+    FUSEKIT_RETURN_IF_ERROR(route(c, *router, mine, stream));
     ids = ids_ws;
     weights = w_ws;
   }
@@ -86,10 +77,11 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const auto* w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   const auto* w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
 
+  const bool decode = use_decode_path(T, k, c.num_experts, c.layout);
   if (!decode && sm90::prefill_enabled(x.device_id)) {  // Hopper: TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
     return sm90::prefill_forward(layer, x, ids, weights, out, workspace, stream);
   }
-  if (decode_nk) {
+  if (decode && c.layout == MoeWeightLayout::kNK) {
     DecodeLayerParams d;
     d.x = static_cast<const __nv_bfloat16*>(x.data);
     d.x_row_stride = x.strides[0];
@@ -109,7 +101,6 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     FUSEKIT_RETURN_IF_ERROR(l2_cache_bytes(x.device_id, &l2_bytes));
     d.w2_prefetch = decode_prefetches_w2(T, k, c.hidden, c.intermediate, l2_bytes) ? DecodeW2Prefetch::kL2
                                                                                    : DecodeW2Prefetch::kNone;
-    d.route = route_in_gemm1;
     FUSEKIT_RETURN_IF_ERROR(launch_decode_gemm1_swiglu_nk_bf16(d, stream));
     return launch_decode_gemm2_finalize_nk_bf16(d, stream);
   }

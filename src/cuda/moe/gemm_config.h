@@ -61,18 +61,6 @@ inline bool decode_prefetches_w2(std::int64_t tokens, std::int64_t top_k, std::i
   return 2 * w2_bytes <= l2_bytes;
 }
 
-// Decode path, NK weights, softmax routing: gemm1 routes the step's tokens itself (each CTA
-// redundantly: at most 64 tokens x 512 logits, from L2) instead of waiting for a route kernel
-// (measured: the route launch cost ~3.4 us of the 37.5 us Qwen3-30B-A3B T = 1 layer).
-// FUSEKIT_MOE_ROUTE_IN_GEMM1=0 keeps the route kernel (for measuring; read per call).
-constexpr std::int64_t kDecodeMaxRoutedPairs = 64;  // gemm1's shared-memory id table
-inline bool decode_routes_in_gemm1(std::int64_t tokens, std::int64_t top_k, MoeRoutingMode mode) {
-  if (const char* env = std::getenv("FUSEKIT_MOE_ROUTE_IN_GEMM1")) {
-    if (env[0] == '0' && env[1] == '\0') return false;
-  }
-  return mode == MoeRoutingMode::kSoftmaxTopK && tokens * top_k <= kDecodeMaxRoutedPairs;
-}
-
 // FUSEKIT_MOE_DECODE_MAX_PAIRS=n replaces the rule by pairs <= n (for measuring it and for
 // tests that pin a path; read per call). num_experts unknown (default) -> the pairs bound only.
 inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts = 512,

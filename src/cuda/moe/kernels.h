@@ -27,8 +27,6 @@ struct RouteParams {
   int top_k = 0;
   MoeRouting routing;
 };
-// The public views as RouteParams (stages.cpp; views validated by the API layer).
-RouteParams route_params(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed);
 Status launch_route_softmax_topk(const RouteParams& p, cudaStream_t stream);
 Status launch_route_sigmoid_grouped_topk(const RouteParams& p, cudaStream_t stream);
 
@@ -121,11 +119,6 @@ struct DecodeLayerParams {
   std::int64_t hidden = 0;
   std::int64_t intermediate = 0;
   DecodeW2Prefetch w2_prefetch = DecodeW2Prefetch::kNone;  // gemm_config.h decode_prefetches_w2
-  // Softmax routing inside gemm1 (gemm_config.h decode_routes_in_gemm1), when route.logits is
-  // set: every gemm1 CTA routes all tokens into shared memory (no route launch in the chain)
-  // and CTA (0, 0) writes route.topk_ids / route.topk_weights, which topk_ids / topk_weights
-  // must then point at (gemm2 reads them). At most kDecodeMaxRoutedPairs (gemm_config.h) pairs.
-  RouteParams route;
 };
 Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
 Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);

@@ -25,7 +25,7 @@ MoeWeightLayout preferred_layout(const MoeConfig& /*config*/) {
 
 std::int64_t align_block_m(const MoeConfig& config) { return block_m_for(config); }
 
-RouteParams route_params(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed) {
+Status route(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed, cudaStream_t stream) {
   RouteParams p;
   p.logits = router.logits.data;
   p.logits_type = router.logits.dtype == DType::kBF16 ? LogitsType::kBF16 : LogitsType::kF32;
@@ -37,11 +37,6 @@ RouteParams route_params(const MoeConfig& config, const MoeRouterInput& router, 
   p.num_experts = static_cast<int>(config.num_experts);
   p.top_k = static_cast<int>(config.top_k);
   p.routing = config.routing;
-  return p;
-}
-
-Status route(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed, cudaStream_t stream) {
-  const RouteParams p = route_params(config, router, routed);
   switch (config.routing.mode) {
     case MoeRoutingMode::kSoftmaxTopK:
       return launch_route_softmax_topk(p, stream);
