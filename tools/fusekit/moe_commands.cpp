@@ -15,7 +15,11 @@
 //           (CUDA events; graph replay of 10 calls for T <= --graph-max-tokens, eager above),
 //           TFLOP/s, GB/s of weights touched (bytes of the distinct experts the routing hits),
 //           and floor = max(FLOPs / matmul rate, touched bytes / copy bandwidth), both ceilings
-//           measured in the same run; --json PATH writes bench/results format.
+//           measured in the same run; --json PATH writes bench/results format. The forward is
+//           timed over kBenchInputSets token windows (different x, logits, hence experts)
+//           taken in turn, so the weights of one call are not in L2 for the next one, as in a
+//           model where the next layer's weights come between (bench/moe_peers.py does the
+//           same); the per-stage rows reuse the first window.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -62,6 +66,7 @@ struct MoeCase {
 constexpr MoeRoutingMode kSoftmax = MoeRoutingMode::kSoftmaxTopK;
 constexpr MoeRoutingMode kSigmoid = MoeRoutingMode::kSigmoidGroupedTopK;
 constexpr MoeTopkNorm kRenorm = MoeTopkNorm::kRenormalize;
+constexpr std::int64_t kBenchInputSets = 4;  // token windows the bench forward rotates through
 
 const MoeCase kCases[] = {
     {"qwen3-30b-a3b", 128, 8, 2048, 768, kSoftmax, kRenorm, 1, 1, 1.f},
@@ -430,14 +435,17 @@ struct DeviceLayer {
     l.weights.w2 = view3(w2.p, L.w2_shape(), fusekit::DeviceType::kCUDA);
     return l;
   }
-  fusekit::MoeRouterInput router(const HostLayer& L, std::int64_t T) const {
+  // Tokens [t0, t0 + T) of the inputs.
+  fusekit::MoeRouterInput router(const HostLayer& L, std::int64_t T, std::int64_t t0 = 0) const {
     fusekit::MoeRouterInput r;
-    r.logits = TensorView::contiguous(logits.p, DType::kF32, {T, L.E()}, fusekit::DeviceType::kCUDA, 0);
+    r.logits = TensorView::contiguous(static_cast<float*>(logits.p) + t0 * L.E(), DType::kF32, {T, L.E()},
+                                      fusekit::DeviceType::kCUDA, 0);
     if (bias.p) r.correction_bias = TensorView::contiguous(bias.p, DType::kF32, {L.E()}, fusekit::DeviceType::kCUDA, 0);
     return r;
   }
-  TensorView xv(const HostLayer& L, std::int64_t T) const {
-    return TensorView::contiguous(x.p, DType::kBF16, {T, L.H()}, fusekit::DeviceType::kCUDA, 0);
+  TensorView xv(const HostLayer& L, std::int64_t T, std::int64_t t0 = 0) const {
+    return TensorView::contiguous(static_cast<bf16*>(x.p) + t0 * L.H(), DType::kBF16, {T, L.H()},
+                                  fusekit::DeviceType::kCUDA, 0);
   }
   TensorView outv(const HostLayer& L, std::int64_t T) const {
     return TensorView::contiguous(out.p, DType::kBF16, {T, L.H()}, fusekit::DeviceType::kCUDA, 0);
@@ -706,7 +714,10 @@ int bench(const fusekit::cli::Args& args) {
       MoeConfig probe = config_of(*c, v, 1);
       v.layout = fusekit::moe_preferred_layout(probe);
     }
-    const std::int64_t max_t = *std::max_element(tokens.begin(), tokens.end());
+    // Rows for kBenchInputSets windows of every graph-replayed T (eager T are large enough
+    // to touch every expert each call).
+    std::int64_t max_t = 1;
+    for (std::int64_t T : tokens) max_t = std::max(max_t, T <= graph_max ? kBenchInputSets * T : T);
     const HostLayer L(config_of(*c, v, max_t), 77);
     const DeviceLayer D(L);
     if (!D.ok) {
@@ -770,23 +781,39 @@ int bench(const fusekit::cli::Args& args) {
         ++failures;
         continue;
       }
-      std::vector<char> hit(static_cast<std::size_t>(E), 0);
-      for (std::int32_t id : host_ids) {
-        if (id >= 0 && id < E) hit[id] = 1;
+      const bool graph = T <= graph_max;
+      const std::int64_t sets = graph ? kBenchInputSets : 1;
+      // Distinct experts per call, averaged over the windows the forward is timed on.
+      double experts_hit = 0;
+      for (std::int64_t set = 0; set < sets && s.ok(); ++set) {
+        if (set > 0) {
+          s = fusekit::moe_route(cfg, D.router(L, T, set * T), routed, stream);
+          cudaStreamSynchronize(stream);
+          cudaMemcpy(host_ids.data(), ids.p, host_ids.size() * 4, cudaMemcpyDeviceToHost);
+        }
+        std::vector<char> hit(static_cast<std::size_t>(E), 0);
+        for (std::int32_t id : host_ids) {
+          if (id >= 0 && id < E) hit[id] = 1;
+        }
+        experts_hit += static_cast<double>(std::count(hit.begin(), hit.end(), 1)) / sets;
       }
-      const std::int64_t experts_hit = std::count(hit.begin(), hit.end(), 1);
+      if (!s.ok()) {
+        std::printf("%-18s %6lld  ERROR %s\n", c->name, static_cast<long long>(T), s.to_string().c_str());
+        ++failures;
+        continue;
+      }
+      (void)fusekit::moe_route(cfg, router, routed, stream);  // the stage rows use window 0's routing
       const double touched = experts_hit * expert_bytes;
 
-      const bool graph = T <= graph_max;
       const fusekit::bench::TimingOptions topt{3, iters, graph, 10};
       auto params = [&](const char* extra) {
         char buf[400];
         std::snprintf(buf, sizeof buf,
                       "{\"E\": %lld, \"top_k\": %lld, \"H\": %lld, \"I\": %lld, \"dtype\": \"bf16\", \"layout\": \"%s\", "
-                      "\"routing\": \"%s\", \"experts_hit\": %lld, \"timing\": \"%s\"%s}",
+                      "\"routing\": \"%s\", \"experts_hit\": %.2f, \"input_sets\": %lld, \"timing\": \"%s\"%s}",
                       static_cast<long long>(E), static_cast<long long>(k), static_cast<long long>(H),
                       static_cast<long long>(I), v.layout == MoeWeightLayout::kNK ? "nk" : "kn",
-                      v.mode == kSoftmax ? "softmax" : "sigmoid", static_cast<long long>(experts_hit),
+                      v.mode == kSoftmax ? "softmax" : "sigmoid", experts_hit, static_cast<long long>(sets),
                       graph ? "graph" : "eager", extra);
         return std::string(buf);
       };
@@ -812,9 +839,18 @@ int bench(const fusekit::cli::Args& args) {
         std::fflush(stdout);
       };
       const double pairs = static_cast<double>(T) * k;
+      std::vector<fusekit::MoeRouterInput> routers;
+      std::vector<TensorView> xs;
+      for (std::int64_t set = 0; set < sets; ++set) {
+        routers.push_back(D.router(L, T, set * T));
+        xs.push_back(D.xv(L, T, set * T));
+      }
       const double us_fwd = fusekit::bench::median_us(
-          [&](int, cudaStream_t st) { (void)fusekit::moe_forward(layer, xv, router, ov, D.workspace(), st); }, topt,
-          stream);
+          [&](int it, cudaStream_t st) {
+            const std::size_t set = static_cast<std::size_t>(it % sets);
+            (void)fusekit::moe_forward(layer, xs[set], routers[set], ov, D.workspace(), st);
+          },
+          topt, stream);
       record("moe", "fusekit", us_fwd, 6.0 * pairs * H * I, touched, true, err);
 
       if (stages) {
