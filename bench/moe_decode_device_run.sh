@@ -31,9 +31,5 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
     | grep -E "T= +(1|2|4|8|16|32) "
   stamp "layer bench (graph replay, route included)"
   ./build-device/fusekit bench moe --tokens 1,2,4,8,16,64 --stages 0 --json "$OUT/moe_decode_h100.json"
-  stamp "the same at T = 1, 2 with the W2 L2 prefetch forced off, then on"
-  for pf in 0 1; do
-    FUSEKIT_MOE_W2_PREFETCH=$pf ./build-device/fusekit bench moe --tokens 1,2 --stages 0 | grep -E " moe "
-  done
   stamp "done"
 } 2>&1 | tee "$OUT/moe_decode_log.txt"

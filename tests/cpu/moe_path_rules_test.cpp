@@ -51,20 +51,5 @@ TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {
   EXPECT_FALSE(use_decode_path(65536, 1, 128));  // pairs live in gridDim.y (<= 65535)
 }
 
-TEST(MoePathRules, DecodePrefetchesW2IntoL2OnlyWhenItFitsInHalf) {
-  unsetenv("FUSEKIT_MOE_W2_PREFETCH");
-  const std::int64_t h100_l2 = 50 * 1024 * 1024;
-  EXPECT_TRUE(cuda_moe::decode_prefetches_w2(1, 8, 2048, 768, h100_l2));    // Qwen3-30B-A3B: 25 MB
-  EXPECT_FALSE(cuda_moe::decode_prefetches_w2(2, 8, 2048, 768, h100_l2));   // 50 MB
-  EXPECT_FALSE(cuda_moe::decode_prefetches_w2(1, 8, 4096, 1536, h100_l2));  // Qwen3-235B-A22B: 101 MB
-  setenv("FUSEKIT_MOE_W2_PREFETCH", "1", 1);
-  EXPECT_TRUE(cuda_moe::decode_prefetches_w2(1, 8, 4096, 1536, h100_l2));
-  setenv("FUSEKIT_MOE_W2_PREFETCH", "0", 1);
-  EXPECT_FALSE(cuda_moe::decode_prefetches_w2(1, 8, 2048, 768, h100_l2));
-  setenv("FUSEKIT_MOE_W2_PREFETCH", "true", 1);  // not 0|1: the rule decides
-  EXPECT_TRUE(cuda_moe::decode_prefetches_w2(1, 8, 2048, 768, h100_l2));
-  unsetenv("FUSEKIT_MOE_W2_PREFETCH");
-}
-
 }  // namespace
 }  // namespace fusekit::testing

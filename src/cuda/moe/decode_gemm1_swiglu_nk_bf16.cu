@@ -14,8 +14,6 @@
 // Grid: ceil(I / 32) x pairs. Every warp works out its expert and that expert's pairs from the
 // ids by itself (32 per coalesced load and ballot; O(pairs) per warp, fine at decode sizes),
 // so the first weight load waits for one ids load, not for barriers and a chain of scans.
-// W2 prefetch (DecodeW2Prefetch::kL2, chosen by gemm_config.h): warp 0 of each serving CTA
-// asks the TMA unit to pull its share of the expert's W2 rows into L2 before it streams W1.
 // Launch: programmatic dependent of the route kernel; waits for it before reading ids.
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
@@ -54,21 +52,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
     if (__any_sync(0xffffffffu, p.topk_ids[c + lane] == expert)) return;  // ... or of an earlier chunk
   }
   unsigned hits = same & (0xffffffffu << (pair & 31));
-
-  if (p.w2_prefetch == DecodeW2Prefetch::kL2 && warp == 0) {
-    // This CTA's share of W2[expert] (rows split evenly over the column blocks), for gemm2.
-    const std::int64_t rows = (p.hidden + gridDim.x - 1) / gridDim.x;
-    const std::int64_t r0 = blockIdx.x * rows;
-    const std::int64_t r1 = r0 + rows < p.hidden ? r0 + rows : p.hidden;
-    if (r0 < r1) {
-      const char* base = reinterpret_cast<const char*>(p.w2 + (static_cast<std::int64_t>(expert) * p.hidden + r0) * n);
-      const std::int64_t bytes = (r1 - r0) * n * 2;  // I % 8 == 0: a multiple of 16
-      constexpr std::int64_t kPiece = 16384;
-      for (std::int64_t at = lane * kPiece; at < bytes; at += 32 * kPiece) {
-        dev::prefetch_l2_bulk(base + at, static_cast<unsigned>(bytes - at < kPiece ? bytes - at : kPiece));
-      }
-    }
-  }
 
   const std::int64_t chunks = p.hidden / 8;
   // Row r < 4 is gate column c0 + r, row r >= 4 is up column c0 + r - 4 (I % 8 == 0, so a

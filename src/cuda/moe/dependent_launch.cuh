@@ -31,14 +31,6 @@ __device__ __forceinline__ void allow_dependent_grid() {
 #endif
 }
 
-// Asks the TMA unit to pull [ptr, ptr + bytes) into L2 (16-byte aligned, bytes % 16 == 0);
-// a hint: nothing waits for it. A no-op below sm_90.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* ptr, unsigned bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(ptr), "r"(bytes) : "memory");
-#endif
-}
-
 }  // namespace fusekit::cuda_moe::dev
 
 namespace fusekit::cuda_moe {

@@ -10,8 +10,6 @@
 // call can be captured in a CUDA graph and replayed.
 #include <cuda_bf16.h>
 
-#include <atomic>
-
 #include "common/cuda_check.h"
 #include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
@@ -20,27 +18,6 @@
 #include "cuda/moe/workspace_layout.h"
 
 namespace fusekit::cuda_moe {
-namespace {
-
-// The device's L2 size, queried once per device (forward runs per decode step).
-Status l2_cache_bytes(int device, std::int64_t* bytes) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cached[kMaxDevices];
-  if (device >= 0 && device < kMaxDevices) {
-    const int c = cached[device].load(std::memory_order_relaxed);
-    if (c > 0) {
-      *bytes = c;
-      return Status::Ok();
-    }
-  }
-  int value = 0;
-  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&value, cudaDevAttrL2CacheSize, device));
-  if (device >= 0 && device < kMaxDevices) cached[device].store(value, std::memory_order_relaxed);
-  *bytes = value;
-  return Status::Ok();
-}
-
-}  // namespace
 
 Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput* router, const MoeRouted* routed,
                const TensorView& out, const MoeWorkspace& workspace, cudaStream_t stream) {
@@ -97,10 +74,6 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     d.num_experts = static_cast<int>(c.num_experts);
     d.hidden = c.hidden;
     d.intermediate = c.intermediate;
-    std::int64_t l2_bytes = 0;
-    FUSEKIT_RETURN_IF_ERROR(l2_cache_bytes(x.device_id, &l2_bytes));
-    d.w2_prefetch = decode_prefetches_w2(T, k, c.hidden, c.intermediate, l2_bytes) ? DecodeW2Prefetch::kL2
-                                                                                   : DecodeW2Prefetch::kNone;
     FUSEKIT_RETURN_IF_ERROR(launch_decode_gemm1_swiglu_nk_bf16(d, stream));
     return launch_decode_gemm2_finalize_nk_bf16(d, stream);
   }

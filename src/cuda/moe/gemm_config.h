@@ -43,24 +43,6 @@ inline std::int64_t align_capacity_rows(std::int64_t tokens, std::int64_t top_k,
   return (rows + block_m - 1) / block_m * block_m;
 }
 
-// Decode path, NK weights: gemm1 prefetches the W2 rows of the experts it serves into L2 when
-// all of them fit in half the L2 (W1 streams past them evict-first; the other half is for
-// W1, x and act). At T = 1 that is Qwen3-30B-A3B (8 x 3.1 MB = 25 MB of H100's 50 MiB), not
-// Qwen3-235B-A22B (101 MB) or Mixtral (235 MB). gemm2 then reads W2 from L2,
-// and DRAM stays busy across the gemm1 -> gemm2 boundary instead of idling through gemm2's
-// ramp. Prediction (to be measured): Qwen3-30B-A3B T = 1 gemm2 ~10 -> ~3 us.
-// FUSEKIT_MOE_W2_PREFETCH=0|1 overrides the rule (for measuring it; read per call; any other
-// value leaves the rule in charge).
-inline bool decode_prefetches_w2(std::int64_t tokens, std::int64_t top_k, std::int64_t hidden,
-                                 std::int64_t intermediate, std::int64_t l2_bytes) {
-  if (const char* env = std::getenv("FUSEKIT_MOE_W2_PREFETCH")) {
-    if (env[0] == '0' && env[1] == '\0') return false;
-    if (env[0] == '1' && env[1] == '\0') return true;
-  }
-  const std::int64_t w2_bytes = tokens * top_k * hidden * intermediate * 2;
-  return 2 * w2_bytes <= l2_bytes;
-}
-
 // FUSEKIT_MOE_DECODE_MAX_PAIRS=n replaces the rule by pairs <= n (for measuring it and for
 // tests that pin a path; read per call). num_experts unknown (default) -> the pairs bound only.
 inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts = 512,

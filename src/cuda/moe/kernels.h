@@ -99,10 +99,6 @@ Status launch_decode_gemv_kn_bf16(const DecodeParams& p, cudaStream_t stream);
 // gemm1 reads each expert the batch hits once (not once per pair) and writes act; gemm2 reads
 // act, applies the router weights and sums over top-k itself, writing out (no y, no finalize).
 // Both kernels are launched as programmatic dependents (dependent_launch.cuh).
-enum class DecodeW2Prefetch {
-  kNone,  // gemm2 streams W2 from DRAM itself
-  kL2,    // gemm1 asks the TMA unit to pull the hit experts' W2 into L2 while it streams W1
-};
 struct DecodeLayerParams {
   const __nv_bfloat16* x = nullptr;  // [tokens, hidden], rows x_row_stride apart
   std::int64_t x_row_stride = 0;
@@ -118,7 +114,6 @@ struct DecodeLayerParams {
   int num_experts = 0;
   std::int64_t hidden = 0;
   std::int64_t intermediate = 0;
-  DecodeW2Prefetch w2_prefetch = DecodeW2Prefetch::kNone;  // gemm_config.h decode_prefetches_w2
 };
 Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
 Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
