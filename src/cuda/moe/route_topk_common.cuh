@@ -54,62 +54,90 @@ __device__ __forceinline__ std::uint32_t order_key(float v) {
 }
 
 // Picks k entries among the eligible ones of this lane's slots (value desc, index asc),
-// writes ids and raw weights (weight_of(slot)) for slots j = 0..k-1, then rescales them:
-// renormalised by their sum (taken in j order) if asked, times the routed scaling factor.
-// Each round is two warp reductions (redux.sync: max key, then min index among the lanes
-// holding it) and a rescan of the winning lane's own slots; every slot index is a compile-time
-// constant, so value[] and weight_of stay in registers (a runtime index would put them in
-// local memory: the old shuffle-tree version cost ~1 us per extra round, 10 us at E = 128, k = 8).
+// writes ids and weights (weight_of(slot)) for slots j = 0..k-1, rescaled: renormalised by
+// their sum (taken in j order) if asked, times the routed scaling factor.
+// Each pick is two warp reductions (redux.sync: max key, then min index among the lanes
+// holding it) and, on the winning lane only, zeroing that key and a max over its own keys:
+// the serial chain of a pick is ~20 instructions. Everything else is off that chain: keys and
+// weights of every slot up front, then lane j gathers pick j's weight by one shuffle per slot
+// and the sum runs over those once. Every slot index is a compile-time constant, so the
+// per-slot arrays stay in registers (a runtime index puts them in local memory: the old
+// version cost ~1 us per extra round, 10 us at E = 128, k = 8; the version before this one
+// still ran ~100 instructions per pick, ~5.9 us per route at E = 128, k = 8 under ncu).
 template <int kSlotsT, typename WeightOf>
 __device__ __forceinline__ void select_topk(const float (&value)[kSlotsT], std::uint32_t eligible, int top_k,
                                             bool renormalize, float scaling, std::int32_t* ids, float* weights,
                                             WeightOf weight_of) {
   const int lane = threadIdx.x % 32;
-  std::uint32_t key = 0;
-  int slot = -1;
-  auto rescan = [&]() {
-    key = 0;
-    slot = -1;
+  std::uint32_t key[kSlotsT];  // 0 = taken or not eligible
+  float w[kSlotsT];
+#pragma unroll
+  for (int s = 0; s < kSlotsT; ++s) {
+    const bool ok = eligible >> s & 1u;
+    key[s] = ok ? order_key(value[s]) : 0u;
+    w[s] = ok ? weight_of(s) : 0.f;
+  }
+  std::uint32_t best_key = 0;
+  int best_slot = 0;
+  auto lane_best = [&]() {
+    best_key = 0;
+    best_slot = 0;
 #pragma unroll
     for (int s = 0; s < kSlotsT; ++s) {
-      const std::uint32_t ks = order_key(value[s]);
       // Strict '>' keeps the lower slot, i.e. the lower expert index, on ties.
-      if ((eligible >> s & 1u) && ks > key) {
-        key = ks;
-        slot = s;
+      if (key[s] > best_key) {
+        best_key = key[s];
+        best_slot = s;
       }
     }
   };
-  rescan();
+  lane_best();
   constexpr int kNone = 0x7fffffff;
   float sum = 0.f;
-  for (int j = 0; j < top_k; ++j) {
-    const std::uint32_t best_key = __reduce_max_sync(0xffffffffu, key);
-    const int mine = (slot >= 0 && key == best_key) ? lane + 32 * slot : kNone;
-    const int found = __reduce_min_sync(0xffffffffu, mine);
-    // found == kNone only if fewer than k experts are eligible, which the API rules out.
-    const int chosen = found == kNone ? 0 : found;
-    float w = 0.f;
-    if (found != kNone && chosen % 32 == lane) {
-#pragma unroll
-      for (int s = 0; s < kSlotsT; ++s) {
-        if (s == slot) w = weight_of(s);
+  float first_w = 0.f;  // this lane's pick of the first 32 (k <= 32: its only one)
+  for (int j0 = 0; j0 < top_k; j0 += 32) {
+    const int n = top_k - j0 < 32 ? top_k - j0 : 32;
+    int my_id = 0;  // pick j0 + lane
+    bool my_valid = false;
+    for (int j = 0; j < n; ++j) {
+      const std::uint32_t top = __reduce_max_sync(0xffffffffu, best_key);
+      const int mine = (best_key != 0 && best_key == top) ? lane + 32 * best_slot : kNone;
+      const int found = __reduce_min_sync(0xffffffffu, mine);
+      // found == kNone only if fewer than k experts are eligible, which the API rules out.
+      if (lane == j) {
+        my_id = found == kNone ? 0 : found;
+        my_valid = found != kNone;
       }
-      eligible &= ~(1u << slot);
-      rescan();
+      if (found != kNone && found % 32 == lane) {
+#pragma unroll
+        for (int s = 0; s < kSlotsT; ++s) {
+          if (s == best_slot) key[s] = 0;
+        }
+        lane_best();
+      }
     }
-    w = __shfl_sync(0xffffffffu, w, chosen % 32);
-    if (lane == 0) {
-      ids[j] = chosen;
-      weights[j] = w;
+    float wj = 0.f;
+#pragma unroll
+    for (int s = 0; s < kSlotsT; ++s) {
+      const float v = __shfl_sync(0xffffffffu, w[s], my_id % 32);
+      if (my_valid && my_id / 32 == s) wj = v;
     }
-    sum += w;
+    for (int j = 0; j < n; ++j) sum += __shfl_sync(0xffffffffu, wj, j);
+    if (lane < n) {
+      ids[j0 + lane] = my_id;
+      if (top_k > 32) weights[j0 + lane] = wj;
+    }
+    if (j0 == 0) first_w = wj;
+  }
+  // Division first, then scaling: the order the CPU oracle uses.
+  if (top_k <= 32) {
+    if (lane < top_k) weights[lane] = (renormalize && sum > 0.f ? first_w / sum : first_w) * scaling;
+    return;
   }
   __syncwarp();
   for (int j = lane; j < top_k; j += 32) {
-    // Division first, then scaling: the order the CPU oracle uses.
-    const float w = renormalize && sum > 0.f ? weights[j] / sum : weights[j];
-    weights[j] = w * scaling;
+    const float v = weights[j];
+    weights[j] = (renormalize && sum > 0.f ? v / sum : v) * scaling;
   }
 }
 
