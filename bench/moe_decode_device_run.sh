@@ -26,10 +26,17 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
       ./build-device/fusekit bench moe --cases qwen3-30b-a3b --tokens "$T" --stages 0 --iters 1 2>&1 \
       | grep -E "^  [a-z_]+.*\(|gpu__time|dram__" | sed -e 's/(fusekit::cuda_moe::[A-Za-z]*)//'
   done
+  stamp "route: where its cycles go (warp stall reasons, one token, E = 128, k = 8)"
+  ncu -k regex:route --launch-count 1 --section WarpStateStats --section SourceCounters \
+    --metrics smsp__pcsamp_warps_issue_stalled_no_instructions,smsp__pcsamp_warps_issue_stalled_long_scoreboard,smsp__pcsamp_warps_issue_stalled_wait,smsp__pcsamp_warps_issue_stalled_short_scoreboard,smsp__pcsamp_sample_count,sm__cycles_elapsed.max \
+    ./build-device/fusekit bench moe --cases qwen3-30b-a3b --tokens 1 --stages 0 --iters 1 2>&1 \
+    | grep -E "pcsamp|cycles_elapsed|Stall|Warp Cycles|Branch|Instructions" | head -30
   stamp "decode vs grouped, eager, given ids"
   FUSEKIT_MOE_TIMING=1 ./build-device/tests/moe_cuda_kernels_test --gtest_filter='*Timing*' 2>&1 | grep timing \
     | grep -E "T= +(1|2|4|8|16|32) "
-  stamp "layer bench (graph replay, route included)"
+  stamp "layer bench (graph replay, route included, 4 rotated token windows)"
   ./build-device/fusekit bench moe --tokens 1,2,4,8,16,64 --stages 0 --json "$OUT/moe_decode_h100.json"
+  stamp "the same forced onto the grouped path (decode bound check)"
+  FUSEKIT_MOE_DECODE_MAX_PAIRS=0 ./build-device/fusekit bench moe --tokens 2,4,8,16 --stages 0 | grep -E " moe "
   stamp "done"
 } 2>&1 | tee "$OUT/moe_decode_log.txt"
