@@ -180,7 +180,7 @@ TEST(MoeCudaKernels, DecodePath) {
 }
 
 // The NK decode kernels serve each hit expert once for all its tokens (2 per pass, found 32
-// tokens per ballot): experts shared by many tokens, more than 32 tokens, dead slots.
+// pairs per ballot): experts shared by many tokens, more than 32 tokens, dead slots.
 TEST(MoeCudaKernels, DecodePathSharedExpertsAndDeadSlots) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   PinPath decode("65535");

@@ -17,9 +17,10 @@
 //           and floor = max(FLOPs / matmul rate, touched bytes / copy bandwidth), both ceilings
 //           measured in the same run; --json PATH writes bench/results format. The forward is
 //           timed over kBenchInputSets token windows (different x, logits, hence experts)
-//           taken in turn, so the weights of one call are not in L2 for the next one, as in a
-//           model where the next layer's weights come between (bench/moe_peers.py does the
-//           same); the per-stage rows reuse the first window.
+//           taken in turn (while kBenchInputSets * T <= kMaxRotatedRows), so the weights of one
+//           call are not in L2 for the next one, as in a model where the next layer's weights
+//           come between (bench/moe_peers.py does the same); the per-stage and cuda-ref rows
+//           reuse the first window.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -66,7 +67,8 @@ struct MoeCase {
 constexpr MoeRoutingMode kSoftmax = MoeRoutingMode::kSoftmaxTopK;
 constexpr MoeRoutingMode kSigmoid = MoeRoutingMode::kSigmoidGroupedTopK;
 constexpr MoeTopkNorm kRenorm = MoeTopkNorm::kRenormalize;
-constexpr std::int64_t kBenchInputSets = 4;  // token windows the bench forward rotates through
+constexpr std::int64_t kBenchInputSets = 4;      // token windows the bench forward rotates through
+constexpr std::int64_t kMaxRotatedRows = 16384;  // ... while kBenchInputSets * T stays within this
 
 const MoeCase kCases[] = {
     {"qwen3-30b-a3b", 128, 8, 2048, 768, kSoftmax, kRenorm, 1, 1, 1.f},
@@ -714,10 +716,11 @@ int bench(const fusekit::cli::Args& args) {
       MoeConfig probe = config_of(*c, v, 1);
       v.layout = fusekit::moe_preferred_layout(probe);
     }
-    // Rows for kBenchInputSets windows of every graph-replayed T (eager T are large enough
-    // to touch every expert each call).
+    // Rows for kBenchInputSets windows of every T up to kMaxRotatedRows / kBenchInputSets
+    // (above that, T = 4096 tokens touch every expert of the shapes each call anyway).
+    auto input_sets = [](std::int64_t T) { return kBenchInputSets * T <= kMaxRotatedRows ? kBenchInputSets : 1; };
     std::int64_t max_t = 1;
-    for (std::int64_t T : tokens) max_t = std::max(max_t, T <= graph_max ? kBenchInputSets * T : T);
+    for (std::int64_t T : tokens) max_t = std::max(max_t, input_sets(T) * T);
     const HostLayer L(config_of(*c, v, max_t), 77);
     const DeviceLayer D(L);
     if (!D.ok) {
@@ -782,9 +785,11 @@ int bench(const fusekit::cli::Args& args) {
         continue;
       }
       const bool graph = T <= graph_max;
-      const std::int64_t sets = graph ? kBenchInputSets : 1;
-      // Distinct experts per call, averaged over the windows the forward is timed on.
-      double experts_hit = 0;
+      const fusekit::bench::TimingOptions topt{3, iters, graph, 10};
+      const std::int64_t sets = input_sets(T);
+      // Distinct experts of each window; the forward's count is the mean over the calls timed
+      // (call i routes window i % sets), the stage rows' is window 0's.
+      std::vector<double> window_hits;
       for (std::int64_t set = 0; set < sets && s.ok(); ++set) {
         if (set > 0) {
           s = fusekit::moe_route(cfg, D.router(L, T, set * T), routed, stream);
@@ -795,17 +800,20 @@ int bench(const fusekit::cli::Args& args) {
         for (std::int32_t id : host_ids) {
           if (id >= 0 && id < E) hit[id] = 1;
         }
-        experts_hit += static_cast<double>(std::count(hit.begin(), hit.end(), 1)) / sets;
+        window_hits.push_back(static_cast<double>(std::count(hit.begin(), hit.end(), 1)));
       }
+      if (s.ok()) s = fusekit::moe_route(cfg, router, routed, stream);  // back to window 0 for the stage rows
       if (!s.ok()) {
         std::printf("%-18s %6lld  ERROR %s\n", c->name, static_cast<long long>(T), s.to_string().c_str());
         ++failures;
         continue;
       }
-      (void)fusekit::moe_route(cfg, router, routed, stream);  // the stage rows use window 0's routing
-      const double touched = experts_hit * expert_bytes;
-
-      const fusekit::bench::TimingOptions topt{3, iters, graph, 10};
+      const int calls = graph ? topt.graph_batch : topt.iters;
+      double forward_hits = 0;
+      for (int i = 0; i < calls; ++i) forward_hits += window_hits[static_cast<std::size_t>(i % sets)] / calls;
+      // What the params of the next records say: the forward's windows, then window 0 alone.
+      double row_hits = forward_hits;
+      std::int64_t row_sets = sets;
       auto params = [&](const char* extra) {
         char buf[400];
         std::snprintf(buf, sizeof buf,
@@ -813,7 +821,7 @@ int bench(const fusekit::cli::Args& args) {
                       "\"routing\": \"%s\", \"experts_hit\": %.2f, \"input_sets\": %lld, \"timing\": \"%s\"%s}",
                       static_cast<long long>(E), static_cast<long long>(k), static_cast<long long>(H),
                       static_cast<long long>(I), v.layout == MoeWeightLayout::kNK ? "nk" : "kn",
-                      v.mode == kSoftmax ? "softmax" : "sigmoid", experts_hit, static_cast<long long>(sets),
+                      v.mode == kSoftmax ? "softmax" : "sigmoid", row_hits, static_cast<long long>(row_sets),
                       graph ? "graph" : "eager", extra);
         return std::string(buf);
       };
@@ -851,7 +859,10 @@ int bench(const fusekit::cli::Args& args) {
             (void)fusekit::moe_forward(layer, xs[set], routers[set], ov, D.workspace(), st);
           },
           topt, stream);
-      record("moe", "fusekit", us_fwd, 6.0 * pairs * H * I, touched, true, err);
+      record("moe", "fusekit", us_fwd, 6.0 * pairs * H * I, forward_hits * expert_bytes, true, err);
+      row_hits = window_hits[0];
+      row_sets = 1;
+      const double experts_hit = window_hits[0];
 
       if (stages) {
         (void)fusekit::moe_align(cfg, routed.topk_ids, al, stream);
@@ -877,7 +888,7 @@ int bench(const fusekit::cli::Args& args) {
         const double us_ref = fusekit::bench::median_us(
             [&](int, cudaStream_t st) { (void)fusekit::moe_forward(ref_layer, xv, router, ov, D.workspace(), st); },
             fusekit::bench::TimingOptions{2, std::max(5, iters / 3), false, 1}, stream);
-        record("moe", "fusekit_cuda_ref", us_ref, 6.0 * pairs * H * I, touched, true, -1);
+        record("moe", "fusekit_cuda_ref", us_ref, 6.0 * pairs * H * I, experts_hit * expert_bytes, true, -1);
       }
       if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) {
         std::printf("%-18s %6lld  CUDA error: %s\n", c->name, static_cast<long long>(T), cudaGetErrorString(e));

@@ -21,7 +21,7 @@ namespace fusekit::cuda_moe {
 constexpr std::int64_t kBlockM = 64;
 // Decode path, NK weights (decode_gemm{1_swiglu,2_finalize}_nk_bf16.cu): each hit expert is
 // read once by gemm1 and once per 64-pair window by gemm2. Measured on H100 (docs/PERF_NOTES.md,
-// "Decode path v2"), eager fused forward on given ids, decode vs sm_90 grouped:
+// "MoE decode path v2"), eager fused forward on given ids, decode vs sm_90 grouped:
 //   Qwen3-30B-A3B (E 128, k 8): T=1 34.1 vs 59.8 us, T=2 64.3 vs 89.4, T=4 109.3 vs 131.3,
 //     T=8 193.3 vs 210.2, T=16 326.4 vs 292.7 (decode loses past 64 pairs).
 //   Mixtral (E 8, k 2): T=1 240.9 vs 288.2, T=2 467.2 vs 517.0, T=4 694.4 vs 521.6 (decode
