@@ -17,29 +17,20 @@ struct ClearDecodeOverride {
   ~ClearDecodeOverride() { unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS"); }
 };
 
-TEST(MoePathRules, NkDecodeServesUpTo64PairsWhenExpertsRarelyRepeat) {
+TEST(MoePathRules, DecodeServesUpTo64PairsWhenExpertsRarelyRepeatInEitherLayout) {
   ClearDecodeOverride clear;
-  const auto nk = MoeWeightLayout::kNK;
   // Qwen3-30B-A3B / Qwen3-235B-A22B: E 128, k 8.
-  EXPECT_TRUE(use_decode_path(1, 8, 128, nk));
-  EXPECT_TRUE(use_decode_path(4, 8, 128, nk));
-  EXPECT_TRUE(use_decode_path(8, 8, 128, nk));    // measured: decode 193.3 vs grouped 210.2 us
-  EXPECT_FALSE(use_decode_path(9, 8, 128, nk));   // 72 pairs
-  EXPECT_FALSE(use_decode_path(16, 8, 128, nk));  // measured: decode 326.4 vs grouped 292.7 us
+  EXPECT_TRUE(use_decode_path(1, 8, 128));
+  EXPECT_TRUE(use_decode_path(4, 8, 128));
+  EXPECT_TRUE(use_decode_path(8, 8, 128));    // measured: decode 193.3 vs grouped 210.2 us
+  EXPECT_FALSE(use_decode_path(9, 8, 128));   // 72 pairs
+  EXPECT_FALSE(use_decode_path(16, 8, 128));  // measured: decode 326.4 vs grouped 292.7 us
   // Mixtral: E 8, k 2: while pairs <= E / 2.
-  EXPECT_TRUE(use_decode_path(1, 2, 8, nk));
-  EXPECT_TRUE(use_decode_path(2, 2, 8, nk));
-  EXPECT_FALSE(use_decode_path(3, 2, 8, nk));
+  EXPECT_TRUE(use_decode_path(1, 2, 8));
+  EXPECT_TRUE(use_decode_path(2, 2, 8));
+  EXPECT_FALSE(use_decode_path(3, 2, 8));
   // A single token always decodes, even when k > E / 2.
-  EXPECT_TRUE(use_decode_path(1, 6, 8, nk));
-}
-
-TEST(MoePathRules, KnDecodeKeepsThePerPairGemvBound) {
-  ClearDecodeOverride clear;
-  const auto kn = MoeWeightLayout::kKN;
-  EXPECT_TRUE(use_decode_path(8, 8, 128, kn));   // 64 pairs
-  EXPECT_FALSE(use_decode_path(9, 8, 128, kn));  // 72 pairs
-  EXPECT_FALSE(use_decode_path(3, 2, 8, kn));
+  EXPECT_TRUE(use_decode_path(1, 6, 8));
 }
 
 TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {

@@ -139,7 +139,7 @@ int tune_moe(const fusekit::cli::Args& args) {
     fill_random_bf16(act.p, act.bytes / 2, 1.f, rng);
 
     for (std::int64_t T : token_list) {
-      if (fusekit::cuda_moe::use_decode_path(T, mc.k, mc.E, layout)) continue;  // the decode kernels serve these
+      if (fusekit::cuda_moe::use_decode_path(T, mc.k, mc.E)) continue;  // the decode kernels serve these
       const std::int64_t pairs = T * mc.k;
       std::vector<std::int32_t> host_ids;
       std::vector<std::int32_t> perm(mc.E);

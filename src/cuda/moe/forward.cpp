@@ -54,7 +54,7 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const auto* w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   const auto* w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
 
-  const bool decode = use_decode_path(T, k, c.num_experts, c.layout);
+  const bool decode = use_decode_path(T, k, c.num_experts);
   if (!decode && sm90::prefill_enabled(x.device_id)) {  // Hopper: TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
     return sm90::prefill_forward(layer, x, ids, weights, out, workspace, stream);
   }

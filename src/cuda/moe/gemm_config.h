@@ -3,9 +3,9 @@
 // block_m       rows of one align block = rows of one grouped-GEMM CTA tile. One value today
 //               (64): the sm_80 mma.sync kernels are instantiated for it only (CI compiles every
 //               instantiation for two architectures). A Hopper path may add its own.
-// decode        few pairs (use_decode_path) run the no-sort decode kernels (no alignment); the
-//               bound depends on the weight layout, because the two layouts have different
-//               decode kernels.
+// decode        few pairs (use_decode_path) run the no-sort decode kernels (no alignment); each
+//               layout has its own decode kernels, and both were measured to pay up to the same
+//               bound.
 // capacity      rows of sorted_token_ids for T tokens: every non-empty expert's run is padded
 //               to block_m, and at most min(T*k, E) experts are non-empty.
 #pragma once
@@ -26,13 +26,12 @@ constexpr std::int64_t kBlockM = 64;
 //     T=8 193.3 vs 210.2, T=16 326.4 vs 292.7 (decode loses past 64 pairs).
 //   Mixtral (E 8, k 2): T=1 240.9 vs 288.2, T=2 467.2 vs 517.0, T=4 694.4 vs 521.6 (decode
 //     loses once the experts repeat: more tokens than E / 2 pairs).
-// So: pairs <= 64 and (one token, or pairs <= E / 2).
-constexpr std::int64_t kDecodeMaxPairsNK = 64;
 // Decode path, KN weights (decode_gemv_kn_bf16.cu): one GEMV per pair, expert read once per
 // pair. Measured with the NK twin of that kernel (since replaced): Qwen3-30B-A3B faster than
 // the grouped GEMMs through T = 8 (201 vs 261 us sm_80 grouped, 207 vs 220 us sm_90 grouped);
 // Mixtral at T = 1 only (269 vs 312 us), at T = 2 7% slower than sm_90 grouped.
-constexpr std::int64_t kDecodeMaxPairsKN = 64;
+// So, for both layouts: pairs <= 64 and (one token, or pairs <= E / 2).
+constexpr std::int64_t kDecodeMaxPairs = 64;
 inline std::int64_t block_m_for(const MoeConfig& /*config*/) { return kBlockM; }
 inline bool block_m_supported(std::int64_t block_m) { return block_m == kBlockM; }
 
@@ -45,13 +44,11 @@ inline std::int64_t align_capacity_rows(std::int64_t tokens, std::int64_t top_k,
 
 // FUSEKIT_MOE_DECODE_MAX_PAIRS=n replaces the rule by pairs <= n (for measuring it and for
 // tests that pin a path; read per call). num_experts unknown (default) -> the pairs bound only.
-inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts = 512,
-                            MoeWeightLayout layout = MoeWeightLayout::kNK) {
+inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts = 512) {
   const std::int64_t pairs = tokens * top_k;
   if (pairs > 65535) return false;  // the decode grids put pairs in gridDim.y
   if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_MAX_PAIRS")) return pairs <= std::atoll(env);
-  const std::int64_t max_pairs = layout == MoeWeightLayout::kNK ? kDecodeMaxPairsNK : kDecodeMaxPairsKN;
-  return pairs <= max_pairs && (pairs <= top_k || 2 * pairs <= num_experts);
+  return pairs <= kDecodeMaxPairs && (pairs <= top_k || 2 * pairs <= num_experts);
 }
 
 }  // namespace fusekit::cuda_moe
