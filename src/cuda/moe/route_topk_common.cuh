@@ -62,8 +62,9 @@ __device__ __forceinline__ std::uint32_t order_key(float v) {
 // weights of every slot up front, then lane j gathers pick j's weight by one shuffle per slot
 // and the sum runs over those once. Every slot index is a compile-time constant, so the
 // per-slot arrays stay in registers (a runtime index puts them in local memory: the old
-// version cost ~1 us per extra round, 10 us at E = 128, k = 8; the version before this one
-// still ran ~100 instructions per pick, ~5.9 us per route at E = 128, k = 8 under ncu).
+// version cost ~1 us per extra round, 10 us at E = 128, k = 8). Cutting the pick from ~100
+// instructions to ~20 did not change the route's time (5.86 vs 5.98 us under ncu at E = 128,
+// k = 8): that time is spent elsewhere (docs/PERF_NOTES.md, "MoE decode path v2").
 template <int kSlotsT, typename WeightOf>
 __device__ __forceinline__ void select_topk(const float (&value)[kSlotsT], std::uint32_t eligible, int top_k,
                                             bool renormalize, float scaling, std::int32_t* ids, float* weights,
