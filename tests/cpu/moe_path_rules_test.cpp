@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <string>
 
 #include "cuda/moe/gemm_config.h"
 
@@ -40,6 +41,33 @@ TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {
   setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "1000000", 1);
   EXPECT_TRUE(use_decode_path(1000, 8, 128));
   EXPECT_FALSE(use_decode_path(65536, 1, 128));  // pairs live in gridDim.y (<= 65535)
+}
+
+TEST(MoePathRules, ForwardPathFollowsTheDecodeRuleThenTheDevicesGroupedKernels) {
+  ClearDecodeOverride clear;
+  using cuda_moe::ForwardPath;
+  using cuda_moe::forward_path;
+  using cuda_moe::GroupedKernels;
+  const auto nk = MoeWeightLayout::kNK, kn = MoeWeightLayout::kKN;
+  EXPECT_EQ(forward_path(1, 8, 128, nk, GroupedKernels::kSm90), ForwardPath::kDecodeNK);
+  EXPECT_EQ(forward_path(1, 8, 128, kn, GroupedKernels::kSm90), ForwardPath::kDecodeKN);
+  EXPECT_EQ(forward_path(16, 8, 128, nk, GroupedKernels::kSm90), ForwardPath::kHopperGrouped);
+  EXPECT_EQ(forward_path(16, 8, 128, nk, GroupedKernels::kSm80), ForwardPath::kPortableGrouped);
+  EXPECT_EQ(forward_path(4, 2, 8, nk, GroupedKernels::kSm80), ForwardPath::kPortableGrouped);
+}
+
+TEST(MoePathRules, PrintedConfigLineNamesTheProblemAndEveryStageOfThePath) {
+  using cuda_moe::ForwardPath;
+  const std::string line = cuda_moe::describe_forward_path(1, 8, 128, 2048, 768, ForwardPath::kDecodeNK);
+  EXPECT_EQ(line.rfind("moe forward: E=128 k=8 H=2048 I=768 T=1 pairs=8 -> decode nk: route -> decode gemm1", 0), 0u)
+      << line;
+  EXPECT_NE(line.find("top-k sum"), std::string::npos) << line;
+  for (ForwardPath p : {ForwardPath::kDecodeNK, ForwardPath::kDecodeKN, ForwardPath::kHopperGrouped,
+                        ForwardPath::kPortableGrouped}) {
+    const std::string name = cuda_moe::forward_path_name(p);
+    EXPECT_NE(name.find("route"), std::string::npos) << name;
+    EXPECT_NE(name.find("gemm2"), std::string::npos) << name;
+  }
 }
 
 }  // namespace

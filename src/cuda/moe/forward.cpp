@@ -14,6 +14,7 @@
 #include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
+#include "cuda/moe/print_config.h"
 #include "cuda/moe/sm90/moe_sm90.h"
 #include "cuda/moe/workspace_layout.h"
 
@@ -54,11 +55,16 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const auto* w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   const auto* w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
 
-  const bool decode = use_decode_path(T, k, c.num_experts);
-  if (!decode && sm90::prefill_enabled(x.device_id)) {  // Hopper: TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
+  const ForwardPath path =
+      forward_path(T, k, c.num_experts, c.layout,
+                   sm90::prefill_enabled(x.device_id) ? GroupedKernels::kSm90 : GroupedKernels::kSm80);
+  if (print_config_enabled()) {
+    print_config_once(describe_forward_path(T, k, c.num_experts, c.hidden, c.intermediate, path));
+  }
+  if (path == ForwardPath::kHopperGrouped) {  // TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
     return sm90::prefill_forward(layer, x, ids, weights, out, workspace, stream);
   }
-  if (decode && c.layout == MoeWeightLayout::kNK) {
+  if (path == ForwardPath::kDecodeNK) {
     DecodeLayerParams d;
     d.x = static_cast<const __nv_bfloat16*>(x.data);
     d.x_row_stride = x.strides[0];
@@ -77,7 +83,7 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     FUSEKIT_RETURN_IF_ERROR(launch_decode_gemm1_swiglu_nk_bf16(d, stream));
     return launch_decode_gemm2_finalize_nk_bf16(d, stream);
   }
-  if (decode) {
+  if (path == ForwardPath::kDecodeKN) {
     DecodeParams d1;
     d1.a = static_cast<const __nv_bfloat16*>(x.data);
     d1.a_row_stride = x.strides[0];

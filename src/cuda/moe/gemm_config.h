@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "fusekit/moe.h"
 
@@ -49,6 +51,50 @@ inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_
   if (pairs > 65535) return false;  // the decode grids put pairs in gridDim.y
   if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_MAX_PAIRS")) return pairs <= std::atoll(env);
   return pairs <= kDecodeMaxPairs && (pairs <= top_k || 2 * pairs <= num_experts);
+}
+
+// The forward paths of the `cuda` backend (forward.cpp). The grouped kernels a device runs
+// (sm90::prefill_enabled) decide between the last two.
+enum class ForwardPath {
+  kDecodeNK,         // route -> decode gemm1 + SwiGLU -> decode gemm2 x weight + top-k sum
+  kDecodeKN,         // route -> per-pair GEMV gemm1 + SwiGLU -> per-pair GEMV gemm2 -> finalize
+  kHopperGrouped,    // route -> count, scan, permute -> CUTLASS grouped GEMMs (sm90/) -> finalize
+  kPortableGrouped,  // route -> align -> mma.sync grouped GEMMs (sm_80 kernels) -> finalize
+};
+enum class GroupedKernels { kSm80, kSm90 };
+
+inline ForwardPath forward_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts,
+                                MoeWeightLayout layout, GroupedKernels grouped) {
+  if (use_decode_path(tokens, top_k, num_experts)) {
+    return layout == MoeWeightLayout::kNK ? ForwardPath::kDecodeNK : ForwardPath::kDecodeKN;
+  }
+  return grouped == GroupedKernels::kSm90 ? ForwardPath::kHopperGrouped : ForwardPath::kPortableGrouped;
+}
+
+inline const char* forward_path_name(ForwardPath path) {
+  switch (path) {
+    case ForwardPath::kDecodeNK:
+      return "decode nk: route -> decode gemm1+swiglu (each hit expert read once) -> decode gemm2 x weight + top-k sum";
+    case ForwardPath::kDecodeKN:
+      return "decode kn: route -> gemv gemm1+swiglu per pair -> gemv gemm2 per pair -> finalize";
+    case ForwardPath::kHopperGrouped:
+      return "sm90 grouped: route -> count, scan, permute -> cutlass grouped gemm1 -> swiglu -> grouped gemm2 -> "
+             "finalize";
+    case ForwardPath::kPortableGrouped:
+      return "sm80 grouped: route -> align -> grouped gemm1+swiglu -> grouped gemm2 -> finalize";
+  }
+  return "unknown";
+}
+
+// The FUSEKIT_PRINT_CONFIG line of a forward: the problem, then the path.
+inline std::string describe_forward_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts,
+                                         std::int64_t hidden, std::int64_t intermediate, ForwardPath path) {
+  char buf[320];
+  std::snprintf(buf, sizeof(buf), "moe forward: E=%lld k=%lld H=%lld I=%lld T=%lld pairs=%lld -> %s",
+                static_cast<long long>(num_experts), static_cast<long long>(top_k), static_cast<long long>(hidden),
+                static_cast<long long>(intermediate), static_cast<long long>(tokens),
+                static_cast<long long>(tokens * top_k), forward_path_name(path));
+  return buf;
 }
 
 }  // namespace fusekit::cuda_moe

@@ -2,9 +2,8 @@
 #include "cuda/moe/sm90/gemm_config_sm90.h"
 
 #include <cstdio>
-#include <cstdlib>
-#include <mutex>
-#include <set>
+
+#include "cuda/moe/print_config.h"
 
 namespace fusekit::cuda_moe::sm90 {
 namespace {
@@ -59,16 +58,7 @@ std::string describe(const MoeProblem& p, const Sm90MoeConfig& c) {
 }
 
 void maybe_print_config(const MoeProblem& p, const Sm90MoeConfig& c) {
-  static const bool enabled = [] {
-    const char* v = std::getenv("FUSEKIT_PRINT_CONFIG");
-    return v != nullptr && v[0] != '\0' && v[0] != '0';
-  }();
-  if (!enabled) return;
-  static std::mutex mu;
-  static std::set<std::string> seen;
-  const std::string line = describe(p, c);
-  std::lock_guard<std::mutex> lock(mu);
-  if (seen.insert(line).second) std::fprintf(stderr, "[fusekit] %s\n", line.c_str());
+  if (print_config_enabled()) print_config_once(describe(p, c));
 }
 
 }  // namespace fusekit::cuda_moe::sm90
