@@ -64,7 +64,9 @@ __device__ __forceinline__ std::uint32_t order_key(float v) {
 // per-slot arrays stay in registers (a runtime index puts them in local memory: the old
 // version cost ~1 us per extra round, 10 us at E = 128, k = 8). Cutting the pick from ~100
 // instructions to ~20 did not change the route's time (5.86 vs 5.98 us under ncu at E = 128,
-// k = 8): that time is spent elsewhere (docs/PERF_NOTES.md, "MoE decode path v2").
+// k = 8): that time is spent elsewhere (docs/PERF_NOTES.md, "MoE decode path v2"). The pick
+// loops stay rolled (k is a runtime value): the E = 128 kernel's SASS is 14 KB instead of 26 KB,
+// at the same measured time (5.82 us under ncu).
 template <int kSlotsT, typename WeightOf>
 __device__ __forceinline__ void select_topk(const float (&value)[kSlotsT], std::uint32_t eligible, int top_k,
                                             bool renormalize, float scaling, std::int32_t* ids, float* weights,
@@ -96,10 +98,12 @@ __device__ __forceinline__ void select_topk(const float (&value)[kSlotsT], std::
   constexpr int kNone = 0x7fffffff;
   float sum = 0.f;
   float first_w = 0.f;  // this lane's pick of the first 32 (k <= 32: its only one)
+#pragma unroll 1
   for (int j0 = 0; j0 < top_k; j0 += 32) {
     const int n = top_k - j0 < 32 ? top_k - j0 : 32;
     int my_id = 0;  // pick j0 + lane
     bool my_valid = false;
+#pragma unroll 1
     for (int j = 0; j < n; ++j) {
       const std::uint32_t top = __reduce_max_sync(0xffffffffu, best_key);
       const int mine = (best_key != 0 && best_key == top) ? lane + 32 * best_slot : kNone;
@@ -123,6 +127,7 @@ __device__ __forceinline__ void select_topk(const float (&value)[kSlotsT], std::
       const float v = __shfl_sync(0xffffffffu, w[s], my_id % 32);
       if (my_valid && my_id / 32 == s) wj = v;
     }
+#pragma unroll 1
     for (int j = 0; j < n; ++j) sum += __shfl_sync(0xffffffffu, wj, j);
     if (lane < n) {
       ids[j0 + lane] = my_id;
