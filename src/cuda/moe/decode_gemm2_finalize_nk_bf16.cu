@@ -19,7 +19,9 @@
 // last bits may differ with the other tokens batched beside it, as with any split-K.
 // 80 registers, 3 CTAs per SM.
 // Grid: ceil(H / kColsPerCta) CTAs; windows in sequence inside each CTA.
-// Launch: programmatic dependent of gemm1; waits for it before touching memory.
+// Launch: programmatic dependent of gemm1; lists the first window's experts (ids and weights,
+// written before gemm1 began) while gemm1 runs, and waits for it before reading act
+// (H100, layer T = 1: Qwen3-30B-A3B 38.6 -> 37.3 us, Qwen3-235B-A22B 113.4 -> 109.8 us).
 #include <cstdint>
 
 #include "common/cuda_check.h"
@@ -183,9 +185,11 @@ __device__ __forceinline__ void run_unit(const DecodeLayerParams& p, std::int64_
   }
 }
 
+// The first window's expert table is built before the wait for gemm1: ids and weights come from
+// the route (or the caller), and every gemm1 CTA waited for that producer before it let this
+// grid launch, so only act (gemm1's output) needs the wait.
 __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
   __shared__ WindowTable tab;
-  dev::wait_for_prior_grid();
   const int warp = threadIdx.x / 32;
   const std::int64_t h0 = static_cast<std::int64_t>(blockIdx.x) * kColsPerCta;
   const int cols = static_cast<int>(p.hidden - h0 < kColsPerCta ? p.hidden - h0 : kColsPerCta);
@@ -193,7 +197,6 @@ __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_
   const std::int64_t k = p.top_k;
   const std::int64_t total = p.tokens * k;
   float sum = 0.f;  // k > 64: thread c < cols carries column h0 + c of the current token
-
   for (std::int64_t base = 0; base < total;) {
     // Whole tokens while k <= 64, else 64-pair pieces of one token.
     const std::int64_t token_end = (base / k + 1) * k;
@@ -204,6 +207,7 @@ __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_
     const int count = static_cast<int>(stop - base);
 
     if (warp == 0) list_window_experts(p, base, count, tab);
+    if (base == 0) dev::wait_for_prior_grid();
     __syncthreads();
     const int distinct = tab.distinct;
     const int slices = distinct > 0 ? slices_for(distinct) : 1;

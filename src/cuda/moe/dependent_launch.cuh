@@ -5,7 +5,9 @@
 // The contract, for every kernel launched with launch_dependent():
 //   - it calls wait_for_prior_grid() before it reads or writes anything an earlier kernel of
 //     the stream touches (griddepcontrol.wait returns once the prior grid has completed and
-//     its memory is visible);
+//     its memory is visible). One exception, taken on purpose: data written by kernels that
+//     the prior grid itself waited for, in every CTA, before it allowed this launch (decode
+//     gemm2 reads the route's ids and weights while gemm1 runs);
 //   - it may call allow_dependent_grid() once its own remaining work no longer needs the SMs to
 //     itself; a kernel that never calls it releases its dependent when it exits.
 // Below sm_90 both device calls compile to nothing and launch_dependent() launches normally,
