@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Branch swiglu-epilogue, first GPU call: the SwiGLU epilogue of the Hopper grouped GEMM1
-# against the fp64 reference and bit for bit against GEMM + swiglu_rows_bf16, every tile; then
-# the rest of the Hopper GEMM and MoE tests (the stock epilogue's setup kernel changed too).
+# Branch swiglu-epilogue, first GPU call: (1) the SwiGLU epilogue of the Hopper grouped GEMM1
+# against the fp64 reference and bit for bit against GEMM + swiglu_rows_bf16, every tile;
+# (2) the layer with W1 in interleaved gate/up order against the same layer in halves order,
+# bit for bit (cuda and cuda-ref, T = 1..2048), and every other GPU test; (3) the layer bench
+# in both orders at decode and prefill sizes (interleaved = GEMM1 with SwiGLU fused).
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/swiglu_epilogue_device_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/swiglu_out}
 mkdir -p "$OUT"
+B=./build-device/fusekit
 {
   bash scripts/device_build.sh 2>&1 | tail -3
   timeout 300 ./build-device/tests/moe_sm90_grouped_gemm_test 2>&1 | grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) *\]|Failure|Expected|Which|rel|max" | head -60
-  for t in moe_sm90_experts_test moe_cuda_test moe_cuda_kernels_test; do
+  timeout 200 ./build-device/tests/moe_cuda_test --gtest_filter='*Interleaved*' 2>&1 | grep -E "^\[ *(OK|FAILED) *\]|Failure|T=" | head -20
+  for t in qk_norm_cuda_test moe_sm90_experts_test moe_cuda_test moe_cuda_kernels_test; do
     timeout 200 ./build-device/tests/$t 2>&1 | grep -E "^\[  (PASSED|FAILED) |Failure" | head -8
+  done
+  for order in halves interleaved8; do
+    echo "== layer, W1 gate/up order $order"
+    $B bench moe --tokens 1,8,1024,4096,16384 --stages 0 --gate-up-order $order --json "$OUT/moe_$order.json" | grep -E " moe |SKIPPED"
   done
 } 2>&1 | tee "$OUT/swiglu_epilogue_log.txt"

@@ -46,6 +46,7 @@ namespace {
 using fusekit::DType;
 using fusekit::MoeBackend;
 using fusekit::MoeConfig;
+using fusekit::MoeGateUpOrder;
 using fusekit::MoeRoutingMode;
 using fusekit::MoeTopkNorm;
 using fusekit::MoeWeightLayout;
@@ -104,6 +105,7 @@ std::vector<std::string> split(const std::string& s) {
 struct Variant {
   MoeWeightLayout layout = MoeWeightLayout::kNK;
   MoeRoutingMode mode = kSoftmax;
+  MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;  // bench --gate-up-order
 };
 std::string variant_name(const Variant& v) {
   return std::string(v.layout == MoeWeightLayout::kNK ? "nk" : "kn") + "/" + (v.mode == kSoftmax ? "softmax" : "sigmoid");
@@ -117,6 +119,7 @@ MoeConfig config_of(const MoeCase& c, const Variant& v, std::int64_t max_tokens)
   cfg.intermediate = c.I;
   cfg.max_tokens = max_tokens;
   cfg.layout = v.layout;
+  cfg.gate_up_order = v.gate_up_order;
   cfg.routing.mode = v.mode;
   cfg.routing.norm = c.norm;
   cfg.routing.routed_scaling_factor = c.scale;
@@ -692,6 +695,11 @@ int bench(const fusekit::cli::Args& args) {
   const std::int64_t graph_max = args.get_int("graph-max-tokens", 4096);
   const int iters = static_cast<int>(args.get_int("iters", 30));
   const bool stages = args.get("stages", "1") != "0";
+  const std::string order = args.get("gate-up-order", "halves");
+  if (order != "halves" && order != "interleaved8") {
+    std::printf("bench moe: --gate-up-order must be halves or interleaved8, got %s\n", order.c_str());
+    return 1;
+  }
   const bool with_ref = args.has("ref");
 
   using fusekit::bench::BenchRecord;
@@ -715,6 +723,13 @@ int bench(const fusekit::cli::Args& args) {
     {
       MoeConfig probe = config_of(*c, v, 1);
       v.layout = fusekit::moe_preferred_layout(probe);
+    }
+    if (order == "interleaved8") {
+      if (v.layout != MoeWeightLayout::kNK) {
+        std::printf("%-18s  SKIPPED: --gate-up-order interleaved8 needs the NK layout\n", c->name);
+        continue;
+      }
+      v.gate_up_order = MoeGateUpOrder::kInterleaved8;
     }
     // Rows for kBenchInputSets windows of every T up to kMaxRotatedRows / kBenchInputSets
     // (above that, T = 4096 tokens touch every expert of the shapes each call anyway).
@@ -818,9 +833,10 @@ int bench(const fusekit::cli::Args& args) {
         char buf[400];
         std::snprintf(buf, sizeof buf,
                       "{\"E\": %lld, \"top_k\": %lld, \"H\": %lld, \"I\": %lld, \"dtype\": \"bf16\", \"layout\": \"%s\", "
+                      "\"gate_up_order\": \"%s\", "
                       "\"routing\": \"%s\", \"experts_hit\": %.2f, \"input_sets\": %lld, \"timing\": \"%s\"%s}",
                       static_cast<long long>(E), static_cast<long long>(k), static_cast<long long>(H),
-                      static_cast<long long>(I), v.layout == MoeWeightLayout::kNK ? "nk" : "kn",
+                      static_cast<long long>(I), v.layout == MoeWeightLayout::kNK ? "nk" : "kn", order.c_str(),
                       v.mode == kSoftmax ? "softmax" : "sigmoid", row_hits, static_cast<long long>(row_sets),
                       graph ? "graph" : "eager", extra);
         return std::string(buf);
@@ -914,7 +930,7 @@ FUSEKIT_CLI_COMMAND("verify", "moe",
                     verify);
 FUSEKIT_CLI_COMMAND("bench", "moe",
                     "MoE forward and each stage: median us, TFLOP/s, GB/s of weights touched [--cases L] [--tokens L] "
-                    "[--ref] [--json PATH]",
+                    "[--gate-up-order halves|interleaved8] [--ref] [--json PATH]",
                     bench);
 
 }  // namespace
