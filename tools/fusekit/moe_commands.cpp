@@ -19,7 +19,9 @@
 //           timed over kBenchInputSets token windows (different x, logits, hence experts)
 //           taken in turn (while kBenchInputSets * T <= kMaxRotatedRows), so the weights of one
 //           call are not in L2 for the next one, as in a model where the next layer's weights
-//           come between (bench/moe_peers.py does the same); the per-stage and cuda-ref rows
+//           come between (bench/moe_peers.py does the same). With stages, `moe_routed` is the
+//           layer from each window's precomputed routing (moe_forward_routed, same rotation), so
+//           moe - moe_routed is what routing adds to the layer; the per-stage and cuda-ref rows
 //           reuse the first window.
 #include <algorithm>
 #include <chrono>
@@ -758,8 +760,13 @@ int bench(const fusekit::cli::Args& args) {
       const fusekit::MoeLayer layer = D.layer(L, MoeBackend::kCuda);
       const auto router = D.router(L, T);
       const TensorView xv = D.xv(L, T), ov = D.outv(L, T);
-      const fusekit::MoeRouted routed{TensorView::contiguous(ids.p, DType::kI32, {T, k}, dev, 0),
-                                      TensorView::contiguous(weights.p, DType::kF32, {T, k}, dev, 0)};
+      // Window w's routing lives at row w * T of ids / weights (window 0: the stage rows' input).
+      auto routed_of = [&](std::int64_t window) {
+        return fusekit::MoeRouted{
+            TensorView::contiguous(static_cast<std::int32_t*>(ids.p) + window * T * k, DType::kI32, {T, k}, dev, 0),
+            TensorView::contiguous(static_cast<float*>(weights.p) + window * T * k, DType::kF32, {T, k}, dev, 0)};
+      };
+      const fusekit::MoeRouted routed = routed_of(0);
       const std::int64_t cap = fusekit::moe_align_capacity(T, k, E, bm);
       const fusekit::MoeAlignment al{bm, TensorView::contiguous(sorted.p, DType::kI32, {cap}, dev, 0),
                                      TensorView::contiguous(blocks.p, DType::kI32, {cap / bm}, dev, 0),
@@ -807,9 +814,10 @@ int bench(const fusekit::cli::Args& args) {
       std::vector<double> window_hits;
       for (std::int64_t set = 0; set < sets && s.ok(); ++set) {
         if (set > 0) {
-          s = fusekit::moe_route(cfg, D.router(L, T, set * T), routed, stream);
+          s = fusekit::moe_route(cfg, D.router(L, T, set * T), routed_of(set), stream);
           cudaStreamSynchronize(stream);
-          cudaMemcpy(host_ids.data(), ids.p, host_ids.size() * 4, cudaMemcpyDeviceToHost);
+          cudaMemcpy(host_ids.data(), static_cast<std::int32_t*>(ids.p) + set * T * k, host_ids.size() * 4,
+                     cudaMemcpyDeviceToHost);
         }
         std::vector<char> hit(static_cast<std::size_t>(E), 0);
         for (std::int32_t id : host_ids) {
@@ -817,7 +825,6 @@ int bench(const fusekit::cli::Args& args) {
         }
         window_hits.push_back(static_cast<double>(std::count(hit.begin(), hit.end(), 1)));
       }
-      if (s.ok()) s = fusekit::moe_route(cfg, router, routed, stream);  // back to window 0 for the stage rows
       if (!s.ok()) {
         std::printf("%-18s %6lld  ERROR %s\n", c->name, static_cast<long long>(T), s.to_string().c_str());
         ++failures;
@@ -876,11 +883,21 @@ int bench(const fusekit::cli::Args& args) {
           },
           topt, stream);
       record("moe", "fusekit", us_fwd, 6.0 * pairs * H * I, forward_hits * expert_bytes, true, err);
-      row_hits = window_hits[0];
-      row_sets = 1;
       const double experts_hit = window_hits[0];
 
       if (stages) {
+        // The layer from each window's precomputed routing: moe minus this is what the route
+        // adds to the layer's critical path (at decode sizes: route -> gemm1 -> gemm2 vs gemm1 -> gemm2).
+        const double us_routed = fusekit::bench::median_us(
+            [&](int it, cudaStream_t st) {
+              const std::int64_t set = it % sets;
+              (void)fusekit::moe_forward_routed(layer, xs[static_cast<std::size_t>(set)], routed_of(set), ov,
+                                                D.workspace(), st);
+            },
+            topt, stream);
+        record("moe_routed", "fusekit", us_routed, 6.0 * pairs * H * I, forward_hits * expert_bytes, true, -1);
+        row_hits = window_hits[0];
+        row_sets = 1;
         (void)fusekit::moe_align(cfg, routed.topk_ids, al, stream);
         const double us_route = fusekit::bench::median_us(
             [&](int, cudaStream_t st) { (void)fusekit::moe_route(cfg, router, routed, st); }, topt, stream);
@@ -900,6 +917,8 @@ int bench(const fusekit::cli::Args& args) {
         record("finalize", "fusekit", us_fin, 0, pairs * H * 2 + T * H * 2.0, false, -1);
       }
       if (with_ref) {
+        row_hits = window_hits[0];
+        row_sets = 1;
         const fusekit::MoeLayer ref_layer = D.layer(L, MoeBackend::kCudaRef);
         const double us_ref = fusekit::bench::median_us(
             [&](int, cudaStream_t st) { (void)fusekit::moe_forward(ref_layer, xv, router, ov, D.workspace(), st); },
