@@ -57,6 +57,11 @@ struct MoeRouting {
 
 enum class MoeWeightLayout { kNK, kKN };
 
+// The order of W1's 2I gate/up rows (layout kNK). kHalves: gate rows 0..I-1, then up rows
+// (torch/HF order). kInterleaved8: blocks of 8 rows alternate, gate 8q..8q+7 then up
+// 8q..8q+7 for q in [0, I/8): the order the Hopper GEMM1 with SwiGLU in its epilogue reads.
+enum class MoeGateUpOrder { kHalves, kInterleaved8 };
+
 enum class MoeBackend {
   kAuto,     // FUSEKIT_MOE_BACKEND if set, else the best for the tensors' device
   kCpu,      // the oracle: fp32 math with fp64 accumulation; CPU tensors
@@ -75,6 +80,7 @@ struct MoeConfig {
   std::int64_t intermediate = 0;  // I, multiple of 8
   std::int64_t max_tokens = 0;    // the workspace serves any T <= max_tokens
   MoeWeightLayout layout = MoeWeightLayout::kNK;
+  MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;  // kInterleaved8: layout kNK only
   MoeRouting routing;
   MoeBackend backend = MoeBackend::kAuto;
   // Expert parallelism runs through fusekit/moe_parallel.h; a single-device call with

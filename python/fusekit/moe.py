@@ -79,6 +79,7 @@ def make_config(
     topk_groups: int = 1,
     routed_scaling_factor: float = 1.0,
     backend: Optional[str] = None,
+    gate_up_order: str = "halves",
 ):
     """A fusekit MoeConfig. ``backend`` None means "auto": FUSEKIT_MOE_BACKEND if set (read
     by the library at each call), else the best for the tensors' device."""
@@ -89,6 +90,7 @@ def make_config(
     c.intermediate = int(intermediate)
     c.max_tokens = int(max_tokens)
     c.layout = layout
+    c.gate_up_order = gate_up_order
     c.routing = routing
     c.renormalize = bool(renormalize)
     c.num_groups = int(num_groups)
@@ -124,6 +126,9 @@ class MoE:
     backend     "cpu" | "cuda" | "cuda-ref" | "auto"/None (FUSEKIT_MOE_BACKEND, else by device).
     prepare     repack the weights once into the layout the fastest kernel reads
                 (fusekit.moe_preferred_layout) when it differs from ``layout`` (a copy).
+    gate_up_order  "halves" (W1's gate rows, then its up rows) or "interleaved8" (layout "nk"
+                only: blocks of 8 gate rows and 8 up rows alternate; the order the Hopper GEMM1
+                with SwiGLU in its epilogue reads).
     workspace   an existing workspace to share (e.g. between the layers of one model, which run
                 one after the other on one stream); at least ``workspace_bytes`` bytes.
     """
@@ -144,6 +149,7 @@ class MoE:
         backend: Optional[str] = None,
         prepare: bool = False,
         workspace: Any = None,
+        gate_up_order: str = "halves",
     ):
         E, H, I = _dims_from_weights(w1, w2, layout)
         self.config = make_config(
@@ -159,6 +165,7 @@ class MoE:
             topk_groups=topk_groups,
             routed_scaling_factor=routed_scaling_factor,
             backend=backend,
+            gate_up_order=gate_up_order,
         )
         self.w1 = arg(w1)
         self.w2 = arg(w2)

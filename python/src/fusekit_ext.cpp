@@ -256,6 +256,17 @@ void qk_rmsnorm(nb::handle qkv, nb::handle q_weight, nb::handle k_weight, nb::ha
 // ---- MoE ----
 
 std::string layout_name(fusekit::MoeWeightLayout l) { return l == fusekit::MoeWeightLayout::kNK ? "nk" : "kn"; }
+std::string gate_up_order_name(fusekit::MoeGateUpOrder o) {
+  return o == fusekit::MoeGateUpOrder::kHalves ? "halves" : "interleaved8";
+}
+fusekit::MoeGateUpOrder parse_gate_up_order(const std::string& s) {
+  if (s == "halves") return fusekit::MoeGateUpOrder::kHalves;
+  if (s == "interleaved8") return fusekit::MoeGateUpOrder::kInterleaved8;
+  throw nb::value_error(("gate_up_order: expected \"halves\" (W1 gate rows, then up rows) or \"interleaved8\" "
+                         "(blocks of 8 gate rows and 8 up rows alternating), got \"" +
+                         s + "\"")
+                            .c_str());
+}
 fusekit::MoeWeightLayout parse_layout(const std::string& s) {
   if (s == "nk" || s == "NK") return fusekit::MoeWeightLayout::kNK;
   if (s == "kn" || s == "KN") return fusekit::MoeWeightLayout::kKN;
@@ -459,6 +470,9 @@ NB_MODULE(_fusekit, m) {
       .def_prop_rw(
           "layout", [](const fusekit::MoeConfig& c) { return layout_name(c.layout); },
           [](fusekit::MoeConfig& c, const std::string& s) { c.layout = parse_layout(s); })
+      .def_prop_rw(
+          "gate_up_order", [](const fusekit::MoeConfig& c) { return gate_up_order_name(c.gate_up_order); },
+          [](fusekit::MoeConfig& c, const std::string& s) { c.gate_up_order = parse_gate_up_order(s); })
       .def_prop_rw(
           "routing", [](const fusekit::MoeConfig& c) { return routing_name(c.routing.mode); },
           [](fusekit::MoeConfig& c, const std::string& s) { c.routing.mode = parse_routing(s); })

@@ -143,6 +143,23 @@ def test_forward_routed_and_stages_equal_forward(rng):
 
 
 @needs_torch
+def test_interleaved_gate_up_order_gives_the_same_bits(rng):
+    import torch
+
+    T, E, k, H, I = 9, 8, 2, 64, 40
+    w1, w2, x, logits = torch_layer(rng, T, E, k, H, I)
+    # [E, 2I, H] gate rows then up rows -> blocks of 8 gate rows and 8 up rows alternating.
+    gate, up = w1[:, :I].reshape(E, I // 8, 8, H), w1[:, I:].reshape(E, I // 8, 8, H)
+    w1_interleaved = torch.stack([gate, up], dim=2).reshape(E, 2 * I, H).contiguous()
+    halves = fusekit.MoE(w1, w2, top_k=k, max_tokens=T, backend="cpu")
+    interleaved = fusekit.MoE(w1_interleaved, w2, top_k=k, max_tokens=T, backend="cpu", gate_up_order="interleaved8")
+    assert interleaved.config.gate_up_order == "interleaved8"
+    assert torch.equal(interleaved(x, logits), halves(x, logits))
+    with pytest.raises(ValueError, match="gate_up_order"):
+        fusekit.MoE(w1, w2, top_k=k, max_tokens=T, gate_up_order="interleaved")
+
+
+@needs_torch
 def test_kn_layout_and_prepare(rng):
     import torch
 

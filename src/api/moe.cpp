@@ -124,6 +124,13 @@ Status check_config(const MoeConfig& c, ConfigUse use) {
   if (c.layout != MoeWeightLayout::kNK && c.layout != MoeWeightLayout::kKN) {
     return invalid_argument("config.layout: expected kNK or kKN, got " + str(static_cast<std::int64_t>(c.layout)));
   }
+  if (c.gate_up_order != MoeGateUpOrder::kHalves && c.gate_up_order != MoeGateUpOrder::kInterleaved8) {
+    return invalid_argument("config.gate_up_order: expected kHalves or kInterleaved8, got " +
+                            str(static_cast<std::int64_t>(c.gate_up_order)));
+  }
+  if (c.gate_up_order == MoeGateUpOrder::kInterleaved8 && c.layout != MoeWeightLayout::kNK) {
+    return invalid_argument("config.gate_up_order: kInterleaved8 needs layout kNK, got kKN");
+  }
   if (c.backend != MoeBackend::kAuto && c.backend != MoeBackend::kCpu && c.backend != MoeBackend::kCuda &&
       c.backend != MoeBackend::kCudaRef) {
     return invalid_argument("config.backend: unknown value " + str(static_cast<std::int64_t>(c.backend)) +
@@ -619,6 +626,9 @@ Status moe_prepare_weights(const MoeConfig& config, const MoeWeights& src, const
   FUSEKIT_RETURN_IF_ERROR(check_weight(src.w2, "src.w2", config, false));
   MoeConfig to = config;
   to.layout = moe_preferred_layout(config);
+  if (config.gate_up_order == MoeGateUpOrder::kInterleaved8 && to.layout != MoeWeightLayout::kNK) {
+    return invalid_argument("config.gate_up_order: kInterleaved8 weights cannot be repacked to layout kKN");
+  }
   FUSEKIT_RETURN_IF_ERROR(check_weight(dst.w1, "dst.w1", to, true));
   FUSEKIT_RETURN_IF_ERROR(check_weight(dst.w2, "dst.w2", to, false));
   const TensorView& where = src.w1;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/float_bits.h"
+#include "common/moe_gate_up.h"
 #include "cpu/moe_parallel_rows.h"
 #include "cpu/moe_ref.h"
 
@@ -84,8 +85,15 @@ void gemm1_swiglu_ref(const MoeDims& d, std::int64_t T, const bf16_t* x, std::in
     double gate[kChunk], up[kChunk];
     for (std::int64_t n0 = 0; n0 < d.I; n0 += kChunk) {
       const std::int64_t count = std::min(kChunk, d.I - n0);
-      dot_chunk(d.layout, we, N, K, n0, count, xr, gate);
-      dot_chunk(d.layout, we, N, K, d.I + n0, count, xr, up);
+      if (d.gate_up_order == MoeGateUpOrder::kHalves) {
+        dot_chunk(d.layout, we, N, K, n0, count, xr, gate);
+        dot_chunk(d.layout, we, N, K, d.I + n0, count, xr, up);
+      } else {  // 8 consecutive columns are 8 consecutive rows (I % 8 == 0, kChunk % 8 == 0)
+        for (std::int64_t s = 0; s < count; s += 8) {
+          dot_chunk(d.layout, we, N, K, w1_row(d.gate_up_order, d.I, n0 + s, false), 8, xr, gate + s);
+          dot_chunk(d.layout, we, N, K, w1_row(d.gate_up_order, d.I, n0 + s, true), 8, xr, up + s);
+        }
+      }
       for (std::int64_t j = 0; j < count; ++j) {
         const double g = gate[j];
         out[n0 + j] = narrow(g / (1.0 + std::exp(-g)) * up[j]);

@@ -43,6 +43,7 @@ constexpr std::int64_t kCpuBlockM = 16;
 struct MoeDims {
   std::int64_t E = 0, k = 0, H = 0, I = 0;
   MoeWeightLayout layout = MoeWeightLayout::kNK;
+  MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;
 };
 MoeDims dims_of(const MoeConfig& config);
 

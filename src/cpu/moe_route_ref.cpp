@@ -121,6 +121,7 @@ MoeDims dims_of(const MoeConfig& c) {
   d.H = c.hidden;
   d.I = c.intermediate;
   d.layout = c.layout;
+  d.gate_up_order = c.gate_up_order;
   return d;
 }
 

@@ -147,6 +147,13 @@ TEST(MoeErrors, ConfigRanges) {
        "config.max_tokens: max_tokens * top_k = 2147483648 * 2 pairs (plus block padding) exceeds the int32 index "
        "range"},
       {[](MoeConfig& c) { c.layout = static_cast<MoeWeightLayout>(5); }, "config.layout: expected kNK or kKN, got 5"},
+      {[](MoeConfig& c) { c.gate_up_order = static_cast<MoeGateUpOrder>(4); },
+       "config.gate_up_order: expected kHalves or kInterleaved8, got 4"},
+      {[](MoeConfig& c) {
+         c.layout = MoeWeightLayout::kKN;
+         c.gate_up_order = MoeGateUpOrder::kInterleaved8;
+       },
+       "config.gate_up_order: kInterleaved8 needs layout kNK, got kKN"},
       {[](MoeConfig& c) { c.backend = static_cast<MoeBackend>(9); },
        "config.backend: unknown value 9; valid values: auto, cpu, cuda, cuda-ref"},
       {[](MoeConfig& c) { c.routing.mode = static_cast<MoeRoutingMode>(7); },

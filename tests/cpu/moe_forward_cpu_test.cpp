@@ -285,6 +285,37 @@ TEST(MoeForwardCpu, PrepareWeightsOnHost) {
   }
 }
 
+// W1 [E, 2I, H] (kNK, gate rows then up rows) in MoeGateUpOrder::kInterleaved8 order.
+std::vector<bf16> interleave_gate_up(const std::vector<bf16>& w1, std::int64_t E, std::int64_t I, std::int64_t H) {
+  std::vector<bf16> out(w1.size());
+  for (std::int64_t e = 0; e < E; ++e) {
+    for (std::int64_t c = 0; c < I; ++c) {
+      for (int up = 0; up < 2; ++up) {
+        const bf16* from = &w1[(e * 2 * I + up * I + c) * H];
+        std::copy(from, from + H, &out[(e * 2 * I + (c / 8) * 16 + up * 8 + c % 8) * H]);
+      }
+    }
+  }
+  return out;
+}
+
+// The same layer with W1 in interleaved gate/up order gives the same bits, on both routing
+// modes and an I that is no multiple of the oracle's 64-column chunk.
+TEST(MoeForwardCpu, InterleavedGateUpOrderGivesTheSameBits) {
+  auto rng = make_rng();
+  for (MoeRoutingMode mode : {MoeRoutingMode::kSoftmaxTopK, MoeRoutingMode::kSigmoidGroupedTopK}) {
+    Layer L({16, 4, 136, 88}, 37, MoeWeightLayout::kNK, mode, rng);
+    Workspace ws(L.config);
+    Layer P = L;
+    P.config.gate_up_order = MoeGateUpOrder::kInterleaved8;
+    P.w1 = Buf<bf16>(interleave_gate_up(L.w1_nk, 16, 88, 136));
+    for (std::int64_t T : {1, 9, 37}) {
+      const Buf<bf16> want = run_forward(L, T, ws);
+      EXPECT_EQ(run_forward(P, T, ws).bytes(), want.bytes()) << "T=" << T;
+    }
+  }
+}
+
 // The oracle entry used by the CLI: forward_ref on a workspace of forward_ref_workspace_bytes.
 TEST(MoeForwardCpu, ForwardRefEntry) {
   auto rng = make_rng();

@@ -449,6 +449,45 @@ TEST(MoeCuda, PreparedWeightsGiveTheSameLayer) {
   }
 }
 
+// W1 in MoeGateUpOrder::kInterleaved8 order (what the Hopper GEMM1 with SwiGLU in its epilogue
+// reads) gives the same bits as the same weights in halves order: decode sizes (row pointers
+// moved), the Hopper path (GEMM1 + SwiGLU fused instead of GEMM1, then a SwiGLU pass; on other
+// GPUs the sm_80 kernels with the moved rows) and cuda-ref. NOT RUN ON A GPU YET.
+TEST(MoeCuda, InterleavedGateUpOrderGivesTheSameBits) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  auto rng = make_rng();
+  const Shape s{32, 4, 512, 200};  // I = 200: no multiple of any tile's N / 2
+  Layer L(s, 2048, MoeWeightLayout::kNK, MoeRoutingMode::kSoftmaxTopK, rng);
+  Layer P = Layer(s, 2048, MoeWeightLayout::kNK, MoeRoutingMode::kSoftmaxTopK, rng);
+  P.x = L.x;
+  P.w2 = L.w2;
+  P.logits = L.logits;
+  P.w1.assign(L.w1.size(), 0);
+  for (std::int64_t e = 0; e < s.E; ++e) {
+    for (std::int64_t c = 0; c < s.I; ++c) {
+      for (int up = 0; up < 2; ++up) {
+        const std::uint16_t* from = &L.w1[static_cast<std::size_t>((e * 2 * s.I + up * s.I + c) * s.H)];
+        std::copy(from, from + s.H, &P.w1[static_cast<std::size_t>((e * 2 * s.I + (c / 8) * 16 + up * 8 + c % 8) * s.H)]);
+      }
+    }
+  }
+  P.dx = DeviceBuffer::from(P.x);
+  P.dw1 = DeviceBuffer::from(P.w1);
+  P.dw2 = DeviceBuffer::from(P.w2);
+  P.upload_logits();
+  P.config.gate_up_order = MoeGateUpOrder::kInterleaved8;
+  DeviceWorkspace ws(L.config);
+  for (MoeBackend backend : {MoeBackend::kCuda, MoeBackend::kCudaRef}) {
+    for (std::int64_t T : {1, 8, 64, 300, 2048}) {
+      DeviceBuffer out(static_cast<std::size_t>(T * s.H * 2));
+      const auto want = device_forward(L, backend, T, ws, out);
+      const auto got = device_forward(P, backend, T, ws, out);
+      EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 2))
+          << "T=" << T << (backend == MoeBackend::kCuda ? " cuda" : " cuda-ref");
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Each stage against its CPU oracle (public stage functions; the backend follows the device).
 

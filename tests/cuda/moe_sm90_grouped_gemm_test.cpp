@@ -2,7 +2,9 @@
 // reference written here: every compiled tile x both weight layouts, uneven groups (empty
 // ones, single rows, sizes that are no multiple of any tile), n and k no multiple of a tile,
 // D poisoned with NaN so that unwritten rows are caught and rows outside every group must stay
-// untouched; a case whose A offsets pass 2^31 elements; bad arguments are errors.
+// untouched; a case whose A offsets pass 2^31 elements; bad arguments are errors. The SwiGLU
+// epilogue (GEMM1 of the MoE, W1 interleaved in 8-row blocks): against the fp64 reference on
+// every tile, and bit for bit against the unfused GEMM + swiglu_rows_bf16 on the same inputs.
 // Skips without an sm_90 GPU or without CUTLASS in the build.
 #include <gtest/gtest.h>
 
@@ -16,10 +18,12 @@
 #include <cuda_runtime.h>
 
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+#include "cuda/moe/sm90/moe_sm90.h"
 
 namespace fusekit::testing {
 namespace {
 
+using cuda_moe::sm90::GemmEpilogue;
 using cuda_moe::sm90::GemmTile;
 using cuda_moe::sm90::GroupedGemmArgs;
 
@@ -218,6 +222,161 @@ TEST(Sm90GroupedGemm, BadArgumentsAreErrors) {
   args.d = static_cast<__nv_bfloat16*>(buf.data());
   s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   EXPECT_NE(s.message().find("16-byte aligned"), std::string::npos) << s.message();
+}
+
+// ---- SwiGLU epilogue ----
+
+// W1 row of gate (up = false) or up column c in the 8-row-interleaved order.
+std::int64_t interleaved_row(std::int64_t c, bool up) { return (c / 8) * 16 + (up ? 8 : 0) + c % 8; }
+
+struct SwigluRun {
+  std::vector<std::int32_t> offsets;  // unpadded: every row of a run is real
+  std::vector<float> a, w1;           // a [rows, k]; w1 [G, 2I, k] interleaved
+  std::int64_t rows = 0, inter = 0, k = 0;
+};
+
+SwigluRun make_swiglu_run(const std::vector<std::int32_t>& rows, std::int64_t inter, std::int64_t k) {
+  auto rng = make_rng();
+  SwigluRun r;
+  r.offsets.push_back(0);
+  for (std::int32_t n : rows) r.offsets.push_back(r.offsets.back() + n);
+  r.rows = std::max<std::int64_t>(r.offsets.back(), 1);
+  r.inter = inter;
+  r.k = k;
+  r.a = quantize(random_floats(rng, r.rows * k), DType::kBF16);
+  r.w1 = quantize(random_floats(rng, static_cast<std::int64_t>(rows.size()) * 2 * inter * k), DType::kBF16);
+  return r;
+}
+
+// One grouped GEMM call on r (d: [rows, 2I] for kStore, [rows, I] for kSwiglu, NaN-poisoned).
+std::vector<std::uint16_t> run_gemm(const SwigluRun& r, GemmTile tile, GemmEpilogue epilogue, Status* status) {
+  const int G = static_cast<int>(r.offsets.size()) - 1;
+  const std::int64_t d_cols = epilogue == GemmEpilogue::kSwiglu ? r.inter : 2 * r.inter;
+  DeviceBuffer da = DeviceBuffer::from(to_bits(r.a, DType::kBF16));
+  DeviceBuffer db = DeviceBuffer::from(to_bits(r.w1, DType::kBF16));
+  DeviceBuffer dd(r.rows * d_cols * 2);
+  dd.poison();
+  DeviceBuffer doff = DeviceBuffer::from(r.offsets);
+  DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(G));
+  GroupedGemmArgs args;
+  args.a = static_cast<const __nv_bfloat16*>(da.data());
+  args.b = static_cast<const __nv_bfloat16*>(db.data());
+  args.d = static_cast<__nv_bfloat16*>(dd.data());
+  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  args.groups = G;
+  args.n = 2 * r.inter;
+  args.k = r.k;
+  args.tile = tile;
+  args.epilogue = epilogue;
+  args.workspace = ws.data();
+  args.workspace_bytes = ws.bytes();
+  *status = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  if (!status->ok()) return {};
+  if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
+    *status = Status(StatusCode::kCudaError, cudaGetErrorString(e));
+    return {};
+  }
+  return dd.to_host<std::uint16_t>(r.rows * d_cols);
+}
+
+class Sm90SwigluEpilogueTest : public ::testing::TestWithParam<GemmTile> {};
+
+TEST_P(Sm90SwigluEpilogueTest, MatchesReferenceOnUnevenGroups) {
+  SKIP_WITHOUT_SM90();
+  // Empty groups first, middle and last, one row, sizes past the tile edges; I = 200 is no
+  // multiple of any tile's N / 2 (64 or 128), K = 152 no multiple of 64.
+  const SwigluRun r = make_swiglu_run({0, 1, 37, 0, 130, 64, 0, 3, 0}, 200, 152);
+  Status s;
+  const std::vector<float> act = from_bits(run_gemm(r, GetParam(), GemmEpilogue::kSwiglu, &s), DType::kBF16);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  std::vector<float> got;
+  std::vector<double> ref;
+  for (std::size_t g = 0; g + 1 < r.offsets.size(); ++g) {
+    for (std::int64_t row = r.offsets[g]; row < r.offsets[g + 1]; ++row) {
+      for (std::int64_t c = 0; c < r.inter; ++c) {
+        double gate = 0, up = 0;
+        const float* wg = &r.w1[(g * 2 * r.inter + interleaved_row(c, false)) * r.k];
+        const float* wu = &r.w1[(g * 2 * r.inter + interleaved_row(c, true)) * r.k];
+        for (std::int64_t kk = 0; kk < r.k; ++kk) {
+          gate += double(r.a[row * r.k + kk]) * wg[kk];
+          up += double(r.a[row * r.k + kk]) * wu[kk];
+        }
+        ref.push_back(gate / (1.0 + std::exp(-gate)) * up);
+        got.push_back(act[row * r.inter + c]);
+      }
+    }
+  }
+  ASSERT_FALSE(ref.empty());
+  double ref_max = 0;
+  for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
+  // Gate and up are rounded to bf16 before silu * up, then the product: about three half-ulps.
+  EXPECT_TRUE(within(compare(got, ref), 8e-3, ref_max / 64 + 1e-3)) << cuda_moe::sm90::gemm_tile_name(GetParam());
+}
+
+TEST_P(Sm90SwigluEpilogueTest, SameBitsAsUnfusedGemmThenSwiglu) {
+  SKIP_WITHOUT_SM90();
+  const SwigluRun r = make_swiglu_run({70, 0, 129, 5}, 768, 256);
+  Status s;
+  const std::vector<std::uint16_t> fused = run_gemm(r, GetParam(), GemmEpilogue::kSwiglu, &s);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  const std::vector<std::uint16_t> h = run_gemm(r, GetParam(), GemmEpilogue::kStore, &s);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  // h's columns are in W1's interleaved order; swiglu_rows_bf16 wants [gate | up] halves.
+  std::vector<std::uint16_t> halves(h.size());
+  for (std::int64_t row = 0; row < r.rows; ++row) {
+    for (std::int64_t c = 0; c < r.inter; ++c) {
+      halves[row * 2 * r.inter + c] = h[row * 2 * r.inter + interleaved_row(c, false)];
+      halves[row * 2 * r.inter + r.inter + c] = h[row * 2 * r.inter + interleaved_row(c, true)];
+    }
+  }
+  DeviceBuffer dh = DeviceBuffer::from(halves);
+  DeviceBuffer dact(r.rows * r.inter * 2);
+  dact.poison();
+  DeviceBuffer drows = DeviceBuffer::from(std::vector<std::int32_t>{r.offsets.back()});
+  cuda_moe::sm90::SwigluParams p;
+  p.h = static_cast<const __nv_bfloat16*>(dh.data());
+  p.act = static_cast<__nv_bfloat16*>(dact.data());
+  p.rows = static_cast<const std::int32_t*>(drows.data());
+  p.max_rows = r.rows;
+  p.intermediate = r.inter;
+  ASSERT_TRUE(cuda_moe::sm90::launch_swiglu_rows_bf16(p, nullptr).ok());
+  FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<std::uint16_t> unfused = dact.to_host<std::uint16_t>(r.rows * r.inter);
+  std::int64_t differ = 0, nan = 0;
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    differ += fused[i] != unfused[i];
+    nan += std::isnan(from_bits(std::vector<std::uint16_t>{fused[i]}, DType::kBF16)[0]);
+  }
+  EXPECT_EQ(nan, 0) << "rows left unwritten";
+  EXPECT_EQ(differ, 0) << "of " << fused.size() << " outputs";
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiles, Sm90SwigluEpilogueTest,
+                         ::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
+                                           GemmTile::kCooperative128x256));
+
+TEST(Sm90GroupedGemm, SwigluEpilogueBadArgumentsAreErrors) {
+  SKIP_WITHOUT_SM90();
+  const SwigluRun r = make_swiglu_run({8}, 200, 64);
+  DeviceBuffer buf(1 << 20), ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(1));
+  DeviceBuffer doff = DeviceBuffer::from(r.offsets);
+  GroupedGemmArgs args;
+  args.a = args.b = static_cast<const __nv_bfloat16*>(buf.data());
+  args.d = static_cast<__nv_bfloat16*>(buf.data());
+  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  args.groups = 1;
+  args.n = 200;  // 2I with I = 100: not a multiple of 16
+  args.k = 64;
+  args.epilogue = GemmEpilogue::kSwiglu;
+  args.workspace = ws.data();
+  args.workspace_bytes = ws.bytes();
+  Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("n % 16 == 0, got NK n=200"), std::string::npos) << s.message();
+  args.n = 256;
+  args.layout = MoeWeightLayout::kKN;
+  s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  EXPECT_NE(s.message().find("needs NK weights"), std::string::npos) << s.message();
 }
 
 }  // namespace

@@ -19,7 +19,9 @@
 //           timed over kBenchInputSets token windows (different x, logits, hence experts)
 //           taken in turn (while kBenchInputSets * T <= kMaxRotatedRows), so the weights of one
 //           call are not in L2 for the next one, as in a model where the next layer's weights
-//           come between (bench/moe_peers.py does the same); the per-stage and cuda-ref rows
+//           come between (bench/moe_peers.py does the same). With stages, `moe_routed` is the
+//           layer from each window's precomputed routing (moe_forward_routed, same rotation), so
+//           moe - moe_routed is what routing adds to the layer; the per-stage and cuda-ref rows
 //           reuse the first window.
 #include <algorithm>
 #include <chrono>
@@ -46,6 +48,7 @@ namespace {
 using fusekit::DType;
 using fusekit::MoeBackend;
 using fusekit::MoeConfig;
+using fusekit::MoeGateUpOrder;
 using fusekit::MoeRoutingMode;
 using fusekit::MoeTopkNorm;
 using fusekit::MoeWeightLayout;
@@ -104,6 +107,7 @@ std::vector<std::string> split(const std::string& s) {
 struct Variant {
   MoeWeightLayout layout = MoeWeightLayout::kNK;
   MoeRoutingMode mode = kSoftmax;
+  MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;  // bench --gate-up-order
 };
 std::string variant_name(const Variant& v) {
   return std::string(v.layout == MoeWeightLayout::kNK ? "nk" : "kn") + "/" + (v.mode == kSoftmax ? "softmax" : "sigmoid");
@@ -117,6 +121,7 @@ MoeConfig config_of(const MoeCase& c, const Variant& v, std::int64_t max_tokens)
   cfg.intermediate = c.I;
   cfg.max_tokens = max_tokens;
   cfg.layout = v.layout;
+  cfg.gate_up_order = v.gate_up_order;
   cfg.routing.mode = v.mode;
   cfg.routing.norm = c.norm;
   cfg.routing.routed_scaling_factor = c.scale;
@@ -692,6 +697,11 @@ int bench(const fusekit::cli::Args& args) {
   const std::int64_t graph_max = args.get_int("graph-max-tokens", 4096);
   const int iters = static_cast<int>(args.get_int("iters", 30));
   const bool stages = args.get("stages", "1") != "0";
+  const std::string order = args.get("gate-up-order", "halves");
+  if (order != "halves" && order != "interleaved8") {
+    std::printf("bench moe: --gate-up-order must be halves or interleaved8, got %s\n", order.c_str());
+    return 1;
+  }
   const bool with_ref = args.has("ref");
 
   using fusekit::bench::BenchRecord;
@@ -715,6 +725,13 @@ int bench(const fusekit::cli::Args& args) {
     {
       MoeConfig probe = config_of(*c, v, 1);
       v.layout = fusekit::moe_preferred_layout(probe);
+    }
+    if (order == "interleaved8") {
+      if (v.layout != MoeWeightLayout::kNK) {
+        std::printf("%-18s  SKIPPED: --gate-up-order interleaved8 needs the NK layout\n", c->name);
+        continue;
+      }
+      v.gate_up_order = MoeGateUpOrder::kInterleaved8;
     }
     // Rows for kBenchInputSets windows of every T up to kMaxRotatedRows / kBenchInputSets
     // (above that, T = 4096 tokens touch every expert of the shapes each call anyway).
@@ -743,8 +760,13 @@ int bench(const fusekit::cli::Args& args) {
       const fusekit::MoeLayer layer = D.layer(L, MoeBackend::kCuda);
       const auto router = D.router(L, T);
       const TensorView xv = D.xv(L, T), ov = D.outv(L, T);
-      const fusekit::MoeRouted routed{TensorView::contiguous(ids.p, DType::kI32, {T, k}, dev, 0),
-                                      TensorView::contiguous(weights.p, DType::kF32, {T, k}, dev, 0)};
+      // Window w's routing lives at row w * T of ids / weights (window 0: the stage rows' input).
+      auto routed_of = [&](std::int64_t window) {
+        return fusekit::MoeRouted{
+            TensorView::contiguous(static_cast<std::int32_t*>(ids.p) + window * T * k, DType::kI32, {T, k}, dev, 0),
+            TensorView::contiguous(static_cast<float*>(weights.p) + window * T * k, DType::kF32, {T, k}, dev, 0)};
+      };
+      const fusekit::MoeRouted routed = routed_of(0);
       const std::int64_t cap = fusekit::moe_align_capacity(T, k, E, bm);
       const fusekit::MoeAlignment al{bm, TensorView::contiguous(sorted.p, DType::kI32, {cap}, dev, 0),
                                      TensorView::contiguous(blocks.p, DType::kI32, {cap / bm}, dev, 0),
@@ -792,9 +814,10 @@ int bench(const fusekit::cli::Args& args) {
       std::vector<double> window_hits;
       for (std::int64_t set = 0; set < sets && s.ok(); ++set) {
         if (set > 0) {
-          s = fusekit::moe_route(cfg, D.router(L, T, set * T), routed, stream);
+          s = fusekit::moe_route(cfg, D.router(L, T, set * T), routed_of(set), stream);
           cudaStreamSynchronize(stream);
-          cudaMemcpy(host_ids.data(), ids.p, host_ids.size() * 4, cudaMemcpyDeviceToHost);
+          cudaMemcpy(host_ids.data(), static_cast<std::int32_t*>(ids.p) + set * T * k, host_ids.size() * 4,
+                     cudaMemcpyDeviceToHost);
         }
         std::vector<char> hit(static_cast<std::size_t>(E), 0);
         for (std::int32_t id : host_ids) {
@@ -802,7 +825,6 @@ int bench(const fusekit::cli::Args& args) {
         }
         window_hits.push_back(static_cast<double>(std::count(hit.begin(), hit.end(), 1)));
       }
-      if (s.ok()) s = fusekit::moe_route(cfg, router, routed, stream);  // back to window 0 for the stage rows
       if (!s.ok()) {
         std::printf("%-18s %6lld  ERROR %s\n", c->name, static_cast<long long>(T), s.to_string().c_str());
         ++failures;
@@ -818,9 +840,10 @@ int bench(const fusekit::cli::Args& args) {
         char buf[400];
         std::snprintf(buf, sizeof buf,
                       "{\"E\": %lld, \"top_k\": %lld, \"H\": %lld, \"I\": %lld, \"dtype\": \"bf16\", \"layout\": \"%s\", "
+                      "\"gate_up_order\": \"%s\", "
                       "\"routing\": \"%s\", \"experts_hit\": %.2f, \"input_sets\": %lld, \"timing\": \"%s\"%s}",
                       static_cast<long long>(E), static_cast<long long>(k), static_cast<long long>(H),
-                      static_cast<long long>(I), v.layout == MoeWeightLayout::kNK ? "nk" : "kn",
+                      static_cast<long long>(I), v.layout == MoeWeightLayout::kNK ? "nk" : "kn", order.c_str(),
                       v.mode == kSoftmax ? "softmax" : "sigmoid", row_hits, static_cast<long long>(row_sets),
                       graph ? "graph" : "eager", extra);
         return std::string(buf);
@@ -860,11 +883,21 @@ int bench(const fusekit::cli::Args& args) {
           },
           topt, stream);
       record("moe", "fusekit", us_fwd, 6.0 * pairs * H * I, forward_hits * expert_bytes, true, err);
-      row_hits = window_hits[0];
-      row_sets = 1;
       const double experts_hit = window_hits[0];
 
       if (stages) {
+        // The layer from each window's precomputed routing: moe minus this is what the route
+        // adds to the layer's critical path (at decode sizes: route -> gemm1 -> gemm2 vs gemm1 -> gemm2).
+        const double us_routed = fusekit::bench::median_us(
+            [&](int it, cudaStream_t st) {
+              const std::int64_t set = it % sets;
+              (void)fusekit::moe_forward_routed(layer, xs[static_cast<std::size_t>(set)], routed_of(set), ov,
+                                                D.workspace(), st);
+            },
+            topt, stream);
+        record("moe_routed", "fusekit", us_routed, 6.0 * pairs * H * I, forward_hits * expert_bytes, true, -1);
+        row_hits = window_hits[0];
+        row_sets = 1;
         (void)fusekit::moe_align(cfg, routed.topk_ids, al, stream);
         const double us_route = fusekit::bench::median_us(
             [&](int, cudaStream_t st) { (void)fusekit::moe_route(cfg, router, routed, st); }, topt, stream);
@@ -884,6 +917,8 @@ int bench(const fusekit::cli::Args& args) {
         record("finalize", "fusekit", us_fin, 0, pairs * H * 2 + T * H * 2.0, false, -1);
       }
       if (with_ref) {
+        row_hits = window_hits[0];
+        row_sets = 1;
         const fusekit::MoeLayer ref_layer = D.layer(L, MoeBackend::kCudaRef);
         const double us_ref = fusekit::bench::median_us(
             [&](int, cudaStream_t st) { (void)fusekit::moe_forward(ref_layer, xv, router, ov, D.workspace(), st); },
@@ -914,7 +949,7 @@ FUSEKIT_CLI_COMMAND("verify", "moe",
                     verify);
 FUSEKIT_CLI_COMMAND("bench", "moe",
                     "MoE forward and each stage: median us, TFLOP/s, GB/s of weights touched [--cases L] [--tokens L] "
-                    "[--ref] [--json PATH]",
+                    "[--gate-up-order halves|interleaved8] [--ref] [--json PATH]",
                     bench);
 
 }  // namespace

@@ -16,6 +16,7 @@
 // so the first weight load waits for one ids load, not for barriers and a chain of scans.
 // Launch: programmatic dependent of the route kernel; waits for it before reading ids.
 #include "common/cuda_check.h"
+#include "common/moe_gate_up.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/kernels.h"
@@ -55,9 +56,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
 
   const std::int64_t chunks = p.hidden / 8;
   // Row r < 4 is gate column c0 + r, row r >= 4 is up column c0 + r - 4 (I % 8 == 0, so a
-  // warp with c0 < I has all four columns).
-  const uint4* gate = reinterpret_cast<const uint4*>(p.w1 + (static_cast<std::int64_t>(expert) * 2 * n + c0) * p.hidden);
-  const uint4* up = gate + n * chunks;
+  // warp with c0 < I has all four columns, and their rows are consecutive in either order).
+  const __nv_bfloat16* w1e = p.w1 + static_cast<std::int64_t>(expert) * 2 * n * p.hidden;
+  const uint4* gate = reinterpret_cast<const uint4*>(w1e + w1_row(p.gate_up_order, n, c0, false) * p.hidden);
+  const uint4* up = reinterpret_cast<const uint4*>(w1e + w1_row(p.gate_up_order, n, c0, true) * p.hidden);
   auto row = [&](int r) { return (r < kColsPerWarp ? gate : up) + (r % kColsPerWarp) * chunks; };
 
   // Passes over the expert's pairs in order, kTokensPerPass at a time. Each pair is its own

@@ -69,6 +69,7 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     d.x = static_cast<const __nv_bfloat16*>(x.data);
     d.x_row_stride = x.strides[0];
     d.w1 = w1;
+    d.gate_up_order = c.gate_up_order;
     d.w2 = w2;
     d.topk_ids = ids;
     d.topk_weights = weights;
@@ -128,6 +129,7 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     g1.a_row_stride = x.strides[0];
     g1.w = w1;
     g1.layout = c.layout;
+    g1.gate_up_order = c.gate_up_order;
     g1.out = act;
     g1.out_row_stride = c.intermediate;
     g1.sorted_token_ids = a.sorted_token_ids;

@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(Gemm1Tile::THREADS) grouped_gemm1_swiglu_bf16_
   const std::int64_t w_ld = L == MoeWeightLayout::kNK ? p.k : 2 * p.n;
   const __nv_bfloat16* w_expert = p.w + static_cast<std::int64_t>(expert) * (2 * p.n) * p.k;
   float acc[Cfg::MI][Cfg::NJ][4];
-  sm80::mainloop<Cfg, L>(row_src, w_expert, w_ld, p.n, n0, p.k, smem_a, smem_b, acc);
+  sm80::mainloop<Cfg, L>(row_src, w_expert, w_ld, p.n, n0, p.k, p.gate_up_order, smem_a, smem_b, acc);
 
   const int lane = tid % 32;
   const int warp = tid / 32;

@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(Gemm2Tile::THREADS) grouped_gemm2_bf16_sm80_ke
   const std::int64_t w_ld = L == MoeWeightLayout::kNK ? p.k : p.n;
   const __nv_bfloat16* w_expert = p.w + static_cast<std::int64_t>(expert) * p.n * p.k;
   float acc[Cfg::MI][Cfg::NJ][4];
-  sm80::mainloop<Cfg, L>(row_src, w_expert, w_ld, p.n, n0, p.k, smem_a, smem_b, acc);
+  sm80::mainloop<Cfg, L>(row_src, w_expert, w_ld, p.n, n0, p.k, MoeGateUpOrder::kHalves, smem_a, smem_b, acc);
 
   const int lane = tid % 32;
   const int warp = tid / 32;

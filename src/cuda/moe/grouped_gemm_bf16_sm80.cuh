@@ -20,6 +20,7 @@
 
 #include <cstdint>
 
+#include "common/moe_gate_up.h"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/kernels.h"
 
@@ -62,11 +63,14 @@ struct TileConfig {
 
 // Runs the mainloop; acc[mi][j][4] gets this warp's fragments (mma C layout).
 // row_src[i] = first element of the A row of this thread's i-th A chunk (null = zero row).
+// Gated (gemm1): the tile's first BN_OUT weight rows are gate columns n0.., the next BN_OUT the
+// up columns, found in W1 by gate_up_order (common/moe_gate_up.h).
 template <typename Cfg, MoeWeightLayout L>
 __device__ __forceinline__ void mainloop(const __nv_bfloat16* const (&row_src)[Cfg::A_CHUNKS],
                                          const __nv_bfloat16* w_expert, std::int64_t w_ld, std::int64_t n_out,
-                                         std::int64_t n0, std::int64_t K, __nv_bfloat16* smem_a,
-                                         __nv_bfloat16* smem_b, float (&acc)[Cfg::MI][Cfg::NJ][4]) {
+                                         std::int64_t n0, std::int64_t K, MoeGateUpOrder gate_up_order,
+                                         __nv_bfloat16* smem_a, __nv_bfloat16* smem_b,
+                                         float (&acc)[Cfg::MI][Cfg::NJ][4]) {
   const int tid = threadIdx.x;
   const int lane = tid % 32;
   const int warp = tid / 32;
@@ -99,7 +103,8 @@ __device__ __forceinline__ void mainloop(const __nv_bfloat16* const (&row_src)[C
       b_smem[i] = kk * Cfg::BKN_PITCH + col;
     }
     const int local = Cfg::GATED ? col % Cfg::BN_OUT : col;
-    const std::int64_t wcol = (Cfg::GATED && col >= Cfg::BN_OUT ? n_out : 0) + n0 + local;
+    const std::int64_t wcol =
+        Cfg::GATED ? w1_row(gate_up_order, n_out, n0 + local, col >= Cfg::BN_OUT) : n0 + local;
     b_valid[i] = n0 + local < n_out;
     b_k[i] = kk;
     b_src[i] = L == MoeWeightLayout::kNK ? w_expert + wcol * w_ld + kk : w_expert + static_cast<std::int64_t>(kk) * w_ld + wcol;

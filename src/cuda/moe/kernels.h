@@ -53,6 +53,7 @@ struct GroupedGemmParams {
   std::int64_t a_row_stride = 0;
   const __nv_bfloat16* w = nullptr;
   MoeWeightLayout layout = MoeWeightLayout::kNK;
+  MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;  // gemm1 only (common/moe_gate_up.h)
   __nv_bfloat16* out = nullptr;
   std::int64_t out_row_stride = 0;
   const std::int32_t* sorted_token_ids = nullptr;
@@ -102,7 +103,8 @@ Status launch_decode_gemv_kn_bf16(const DecodeParams& p, cudaStream_t stream);
 struct DecodeLayerParams {
   const __nv_bfloat16* x = nullptr;  // [tokens, hidden], rows x_row_stride apart
   std::int64_t x_row_stride = 0;
-  const __nv_bfloat16* w1 = nullptr;  // [E, 2 * intermediate, hidden]: gate rows, then up rows
+  const __nv_bfloat16* w1 = nullptr;  // [E, 2 * intermediate, hidden], gate/up rows in gate_up_order
+  MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;
   const __nv_bfloat16* w2 = nullptr;  // [E, hidden, intermediate]
   const std::int32_t* topk_ids = nullptr;  // [tokens * top_k]
   const float* topk_weights = nullptr;     // [tokens * top_k]

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/cuda_check.h"
+#include "common/moe_gate_up.h"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
@@ -71,12 +72,13 @@ __global__ void ref_gather_rows(const __nv_bfloat16* x, std::int64_t x_stride, c
   }
 }
 
-__global__ void ref_swiglu(const float* h1, std::int64_t rows, std::int64_t I, __nv_bfloat16* act) {
+__global__ void ref_swiglu(const float* h1, std::int64_t rows, std::int64_t I, MoeGateUpOrder order,
+                           __nv_bfloat16* act) {
   const std::int64_t total = rows * I;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t r = i / I, c = i % I;
-    const float g = h1[r * 2 * I + c], u = h1[r * 2 * I + I + c];
+    const float g = h1[r * 2 * I + w1_row(order, I, c, false)], u = h1[r * 2 * I + w1_row(order, I, c, true)];
     act[i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
   }
 }
@@ -218,7 +220,7 @@ Status ref_forward(const MoeLayer& layer, const TensorView& x, const MoeRouterIn
         FUSEKIT_RETURN_IF_ERROR(gemm_rows(handle, c.layout, w1 + e * 2 * I * H, xs + count[e] * H, h1 + count[e] * 2 * I,
                                           n_e, 2 * I, H));
       }
-      ref_swiglu<<<grid_for(rows * I), 256, 0, stream>>>(h1, rows, I, act);
+      ref_swiglu<<<grid_for(rows * I), 256, 0, stream>>>(h1, rows, I, c.gate_up_order, act);
       FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("ref_swiglu");
       for (std::int64_t e = 0; e < E; ++e) {
         const std::int64_t n_e = count[e + 1] - count[e];

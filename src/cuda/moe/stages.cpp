@@ -64,6 +64,7 @@ namespace {
 GroupedGemmParams gemm_params(const MoeLayer& layer, const MoeAlignment& alignment, std::int64_t pairs) {
   GroupedGemmParams p;
   p.layout = layer.config.layout;
+  p.gate_up_order = layer.config.gate_up_order;
   p.sorted_token_ids = static_cast<const std::int32_t*>(alignment.sorted_token_ids.data);
   p.expert_ids = static_cast<const std::int32_t*>(alignment.expert_ids.data);
   p.num_tokens_post_padded = static_cast<const std::int32_t*>(alignment.num_tokens_post_padded.data);

@@ -53,6 +53,10 @@ Status resolve_plan(const MoeParallelConfig& config, ParallelPlan* plan) {
   if (ep < 1) {
     return invalid_argument("config.layer.expert_parallel_size: expected >= 1, got " + str(ep));
   }
+  if (layer.gate_up_order != MoeGateUpOrder::kHalves) {
+    // Each rank's W1 slice is read in kHalves order by the parallel planner and kernels.
+    return invalid_argument("config.layer.gate_up_order: moe_parallel supports kHalves only");
+  }
   if (tp < 1) {
     return invalid_argument("config.tensor_parallel_size: expected >= 1, got " + str(tp));
   }

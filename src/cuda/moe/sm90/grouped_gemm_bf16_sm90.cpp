@@ -113,6 +113,17 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
   launch.arrays.cutlass_workspace_bytes = detail::kMaxCutlassWorkspaceBytes;
 
   const bool nk = args.layout == MoeWeightLayout::kNK;
+  if (args.epilogue == GemmEpilogue::kSwiglu) {
+    if (!nk || args.n % 16 != 0) {
+      return invalid_argument("grouped_gemm_bf16_sm90: the SwiGLU epilogue needs NK weights and n % 16 == 0, got " +
+                              std::string(nk ? "NK" : "KN") + " n=" + std::to_string(args.n));
+    }
+    switch (args.tile) {
+      case GemmTile::kPingpong64x128: return detail::gemm_sm90_pingpong64x128_nk_swiglu(launch, stream);
+      case GemmTile::kCooperative128x128: return detail::gemm_sm90_coop128x128_nk_swiglu(launch, stream);
+      case GemmTile::kCooperative128x256: return detail::gemm_sm90_coop128x256_nk_swiglu(launch, stream);
+    }
+  }
   switch (args.tile) {
     case GemmTile::kPingpong64x128:
       return nk ? detail::gemm_sm90_pingpong64x128_nk(launch, stream) : detail::gemm_sm90_pingpong64x128_kn(launch, stream);

@@ -40,10 +40,16 @@ constexpr int kNumGemmTiles = 3;
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
 
+// What the epilogue writes. kSwiglu (GEMM1 of the MoE): b's n = 2I rows per group are W1's
+// gate and up rows interleaved in blocks of 8 (gate 8q..8q+7, then up 8q..8q+7, for q in
+// [0, I/8)), and d is act [rows, n/2] = bf16(silu(bf16(gate)) * bf16(up)). kNK only, n % 16 == 0.
+// NOT RUN ON A GPU YET (branch swiglu-epilogue).
+enum class GemmEpilogue { kStore, kSwiglu };
+
 struct GroupedGemmArgs {
   const __nv_bfloat16* a = nullptr;
   const __nv_bfloat16* b = nullptr;  // [groups, n, k] (kNK) or [groups, k, n] (kKN)
-  __nv_bfloat16* d = nullptr;
+  __nv_bfloat16* d = nullptr;                   // [rows, n]; kSwiglu: [rows, n / 2]
   const std::int32_t* group_offsets = nullptr;  // [groups + 1], device
   const std::int32_t* group_rows = nullptr;     // [groups], device; null: offsets' differences
   int groups = 0;
@@ -51,6 +57,7 @@ struct GroupedGemmArgs {
   std::int64_t k = 0;
   MoeWeightLayout layout = MoeWeightLayout::kNK;
   GemmTile tile = GemmTile::kPingpong64x128;
+  GemmEpilogue epilogue = GemmEpilogue::kStore;
   void* workspace = nullptr;  // grouped_gemm_bf16_sm90_workspace_size(groups) bytes, 256-aligned
   std::size_t workspace_bytes = 0;
 };
@@ -95,6 +102,9 @@ FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_kn)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_kn)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128_nk_swiglu)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_nk_swiglu)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk_swiglu)
 #undef FUSEKIT_SM90_GEMM_DECL
 }  // namespace detail
 

@@ -4,8 +4,11 @@
 //              TileShape, ClusterShape, stages = as many as fit beside the epilogue, KernelSchedule>
 //              -> TMA loads of A and B into 128B-swizzled shared memory, wgmma (SS) on it; the
 //              TMA descriptors are rewritten per group on the device (ptr-array).
-//   epilogue   CollectiveBuilder<..., C = none, D bf16 row-major, LinearCombination (alpha 1)>
-//              -> fp32 accumulators rounded to bf16 and stored by TMA, clipped at each group's rows.
+//   epilogue   GemmEpilogue::kStore: CollectiveBuilder<..., C = none, D bf16 row-major,
+//              LinearCombination (alpha 1)> -> fp32 accumulators rounded to bf16 and stored by
+//              TMA, clipped at each group's rows. GemmEpilogue::kSwiglu: our SwigluEpilogueArray
+//              (swiglu_epilogue_sm90.cuh) -> act = silu(gate) * up of 8-row-interleaved W1, half
+//              as wide, stored from registers.
 //   kernel     GemmUniversal<GroupProblemShape<(M, N, K)>, ...>: one persistent CTA (cluster) per SM,
 //              a producer warp(group) issuing TMA and consumer warpgroups issuing wgmma; the group
 //              tile scheduler walks (group, m-tile, n-tile) reading the per-group sizes from device
@@ -34,6 +37,7 @@
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+#include "cuda/moe/sm90/swiglu_epilogue_sm90.cuh"
 
 namespace fusekit::cuda_moe::sm90::detail {
 
@@ -68,7 +72,7 @@ template <MoeWeightLayout L>
 using LayoutBFor =
     std::conditional_t<L == MoeWeightLayout::kNK, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
 
-template <class Config, MoeWeightLayout kLayout>
+template <class Config, MoeWeightLayout kLayout, GemmEpilogue kEpilogue = GemmEpilogue::kStore>
 struct Bf16GroupedGemm {
   using ProblemShape = cutlass::gemm::GroupProblemShape<cute::Shape<int, int, int>>;
   using Element = cutlass::bfloat16_t;
@@ -77,13 +81,16 @@ struct Bf16GroupedGemm {
   using LayoutD = cutlass::layout::RowMajor;
   static constexpr int kAlignment = 8;  // 16 bytes of bf16: TMA's minimum
 
-  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+  using StoreEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, typename Config::TileShape, typename Config::ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float,  //
       void, LayoutD*, kAlignment,                                     // no C operand
       Element, LayoutD*, kAlignment,                                  // D
       typename Config::EpilogueSchedule,
       cutlass::epilogue::fusion::LinearCombination<Element, float, void, float>>::CollectiveOp;
+  using CollectiveEpilogue =
+      std::conditional_t<kEpilogue == GemmEpilogue::kStore, StoreEpilogue,
+                         SwigluEpilogue<cutlass::detail::TagToStrideC_t<LayoutD*>>>;
 
   using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,  //
@@ -133,16 +140,17 @@ __global__ void grouped_gemm_setup_kernel(GroupedGemmArgs args, GroupedGemmDevic
   using E = typename G::Element;
   static_cast<const E**>(arrays.ptr_a)[g] = reinterpret_cast<const E*>(args.a + r0 * args.k);
   static_cast<const E**>(arrays.ptr_b)[g] = reinterpret_cast<const E*>(args.b + std::int64_t(g) * args.n * args.k);
-  static_cast<E**>(arrays.ptr_d)[g] = reinterpret_cast<E*>(args.d + r0 * args.n);
+  const std::int64_t d_cols = args.epilogue == GemmEpilogue::kSwiglu ? args.n / 2 : args.n;
+  static_cast<E**>(arrays.ptr_d)[g] = reinterpret_cast<E*>(args.d + r0 * d_cols);
   static_cast<typename G::StrideA*>(arrays.stride_a)[g] = leading_dim_stride<typename G::StrideA>(args.k);
   static_cast<typename G::StrideB*>(arrays.stride_b)[g] =
       leading_dim_stride<typename G::StrideB>(args.layout == MoeWeightLayout::kNK ? args.k : args.n);
-  static_cast<typename G::StrideD*>(arrays.stride_d)[g] = leading_dim_stride<typename G::StrideD>(args.n);
+  static_cast<typename G::StrideD*>(arrays.stride_d)[g] = leading_dim_stride<typename G::StrideD>(d_cols);
 }
 
-template <class Config, MoeWeightLayout kLayout>
+template <class Config, MoeWeightLayout kLayout, GemmEpilogue kEpilogue = GemmEpilogue::kStore>
 Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, const char* name) {
-  using G = Bf16GroupedGemm<Config, kLayout>;
+  using G = Bf16GroupedGemm<Config, kLayout, kEpilogue>;
   using Gemm = typename G::Gemm;
   const GroupedGemmArgs& a = launch.args;
   const GroupedGemmDeviceArrays& arr = launch.arrays;
@@ -162,10 +170,12 @@ Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, co
   args.mainloop.dA = static_cast<typename G::StrideA*>(arr.stride_a);
   args.mainloop.ptr_B = static_cast<const typename G::Element**>(arr.ptr_b);
   args.mainloop.dB = static_cast<typename G::StrideB*>(arr.stride_b);
-  args.epilogue.thread.alpha = 1.0f;
-  args.epilogue.thread.beta = 0.0f;
-  args.epilogue.ptr_C = nullptr;
-  args.epilogue.dC = nullptr;
+  if constexpr (kEpilogue == GemmEpilogue::kStore) {
+    args.epilogue.thread.alpha = 1.0f;
+    args.epilogue.thread.beta = 0.0f;
+    args.epilogue.ptr_C = nullptr;
+    args.epilogue.dC = nullptr;
+  }
   args.epilogue.ptr_D = static_cast<typename G::Element**>(arr.ptr_d);
   args.epilogue.dD = static_cast<typename G::StrideD*>(arr.stride_d);
   args.hw_info = hw;
@@ -209,6 +219,13 @@ Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, co
   namespace fusekit::cuda_moe::sm90::detail {                                                         \
   Status name(const GroupedGemmLaunch& launch, cudaStream_t stream) {                                 \
     return run_grouped_gemm<config, MoeWeightLayout::layout>(launch, stream, #name);                  \
+  }                                                                                                   \
+  }
+// The same with SwiGLU in the epilogue (D = act, half as wide; W1 interleaved in 8-row blocks).
+#define FUSEKIT_SM90_GEMM_SWIGLU_INSTANCE(name, config, layout)                                         \
+  namespace fusekit::cuda_moe::sm90::detail {                                                         \
+  Status name(const GroupedGemmLaunch& launch, cudaStream_t stream) {                                 \
+    return run_grouped_gemm<config, MoeWeightLayout::layout, GemmEpilogue::kSwiglu>(launch, stream, #name); \
   }                                                                                                   \
   }
 

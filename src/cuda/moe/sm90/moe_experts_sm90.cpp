@@ -3,6 +3,8 @@
 // finalize on one stream. Two buffers serve the four activations in turn:
 //   buf0: xs [rows, H]  -> act [rows, I]     (xs is dead once gemm1 has run)
 //   buf1: h [rows, 2I]  -> y [rows, H]       (h is dead once swiglu has run)
+// With W1 in kInterleaved8 order GEMM1 writes act itself (SwiGLU in its epilogue), so
+//   buf0: xs -> y,  buf1: act              (xs is dead once gemm1 has run)
 #include <algorithm>
 #include <string>
 
@@ -101,20 +103,27 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   g1.tile = a.config.gemm1;
   g1.workspace = ws + l.gemm1_ws;
   g1.workspace_bytes = gemm_ws;
+  const bool fused = a.gate_up_order == MoeGateUpOrder::kInterleaved8;
+  g1.epilogue = fused ? GemmEpilogue::kSwiglu : GemmEpilogue::kStore;
   FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g1, stream));
+  __nv_bfloat16* act = fused ? buf1 : buf0;
+  __nv_bfloat16* y = fused ? buf0 : buf1;
 
-  SwigluParams sp;
-  sp.h = buf1;
-  sp.act = buf0;
-  sp.rows = offsets + a.num_experts;
-  sp.max_rows = pairs;
-  sp.intermediate = a.intermediate;
-  FUSEKIT_RETURN_IF_ERROR(launch_swiglu_rows_bf16(sp, stream));
+  if (!fused) {
+    SwigluParams sp;
+    sp.h = buf1;
+    sp.act = act;
+    sp.rows = offsets + a.num_experts;
+    sp.max_rows = pairs;
+    sp.intermediate = a.intermediate;
+    FUSEKIT_RETURN_IF_ERROR(launch_swiglu_rows_bf16(sp, stream));
+  }
 
   GroupedGemmArgs g2 = g1;
-  g2.a = buf0;
+  g2.epilogue = GemmEpilogue::kStore;
+  g2.a = act;
   g2.b = a.w2;
-  g2.d = buf1;
+  g2.d = y;
   g2.n = a.hidden;
   g2.k = a.intermediate;
   g2.tile = a.config.gemm2;
@@ -122,7 +131,7 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g2, stream));
 
   FinalizeSortedParams fp;
-  fp.y = buf1;
+  fp.y = y;
   fp.inv = inv;
   fp.topk_ids = a.topk_ids;
   fp.topk_weights = a.topk_weights;

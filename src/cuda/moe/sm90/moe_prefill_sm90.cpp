@@ -80,6 +80,7 @@ Status prefill_forward(const MoeLayer& layer, const TensorView& x, const std::in
   a.w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   a.w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
   a.layout = c.layout;
+  a.gate_up_order = c.gate_up_order;
   a.topk_ids = topk_ids;
   a.topk_weights = topk_weights;
   a.out = static_cast<__nv_bfloat16*>(out.data);

@@ -49,6 +49,8 @@ struct ExpertsArgs {
   const __nv_bfloat16* w1 = nullptr;  // kNK [E, 2I, H] | kKN [E, H, 2I]
   const __nv_bfloat16* w2 = nullptr;  // kNK [E, H, I]  | kKN [E, I, H]
   MoeWeightLayout layout = MoeWeightLayout::kNK;
+  // kInterleaved8: GEMM1 applies SwiGLU in its epilogue (no h buffer, no swiglu pass).
+  MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;
   const std::int32_t* topk_ids = nullptr;  // [T*k]; ids outside [0, E) contribute nothing
   const float* topk_weights = nullptr;     // [T*k]
   __nv_bfloat16* out = nullptr;            // [T, H], rows out_row_stride apart
