@@ -18,7 +18,9 @@
 #if FUSEKIT_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
+#include "cuda/moe/workspace_layout.h"
 
 namespace fusekit::testing {
 namespace {
@@ -318,6 +320,122 @@ TEST(MoeCudaKernels, RouteTiesSignedZeroNanAndWideTopK) {
     check_route(E, k, T, MoeRoutingMode::kSoftmaxTopK, 1, 1, true, l);
     check_route(E, k, T, MoeRoutingMode::kSoftmaxTopK, 1, 1, false, l);
   }
+}
+
+// At one token the NK decode path routes inside gemm1 and gemm2 (no route kernel). Its output
+// must be the bits of the same layer on the route kernel's ids and weights, on every logits
+// pattern the route tests use (ties, -0/+0, NaN, nothing finite), every slot count (E <= 32,
+// 128, 256), fp32 and bf16 logits, and k from 1 to 32; and the fp64 reference on those ids.
+// The route kernel must not have run: the workspace's ids stay poisoned.
+TEST(MoeCudaKernels, DecodeRoutesInKernelsAtOneTokenSameBitsAsRouteKernel) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  auto rng = make_rng();
+  struct Case { std::int64_t E, k, H, I; };
+  int pattern = 0;
+  for (const Case cs : {Case{128, 8, 256, 96}, Case{8, 2, 136, 48}, Case{7, 3, 64, 24}, Case{256, 32, 128, 64},
+                        Case{32, 32, 64, 16}, Case{200, 1, 72, 40}, Case{128, 8, 2048, 768}}) {
+    for (DType logits_type : {DType::kF32, DType::kBF16}) {
+      for (bool renorm : {true, false}) {
+        const std::int64_t E = cs.E, k = cs.k;
+        ++pattern;
+        SCOPED_TRACE("E=" + std::to_string(E) + " k=" + std::to_string(k) + " H=" + std::to_string(cs.H) +
+                     " I=" + std::to_string(cs.I) + " pattern " + std::to_string(pattern % 6) +
+                     (logits_type == DType::kBF16 ? " bf16 logits" : " fp32 logits"));
+        Data d = make_data({E, k, cs.H, cs.I, 1, MoeWeightLayout::kNK}, rng);
+        d.config.routing.norm = renorm ? MoeTopkNorm::kRenormalize : MoeTopkNorm::kNone;
+        d.config.routing.routed_scaling_factor = 1.75f;
+        std::vector<float> l = random_floats(rng, E, -4.f, 4.f);
+        for (std::int64_t e = 0; e < E; ++e) {
+          switch (pattern % 6) {
+            case 1: l[e] = static_cast<float>(e % 4); break;         // ties
+            case 2: l[e] = e % 2 ? -0.0f : 0.0f; break;             // all zero, mixed signs
+            case 3: l[e] = e % 3 == 0 ? std::nanf("") : l[e]; break;  // NaN among values
+            case 4: l[e] = -INFINITY; break;                        // nothing finite
+            default: break;
+          }
+        }
+        l = quantize(l, logits_type);
+        DeviceBuffer dl = logits_type == DType::kF32 ? DeviceBuffer::from(l) : DeviceBuffer::from(to_bits(l, logits_type));
+        MoeRouterInput router;
+        router.logits = TensorView::contiguous(dl.data(), logits_type, {1, E}, DeviceType::kCUDA, 0);
+
+        MoeLayer layer;
+        layer.config = d.config;
+        layer.weights.w1 = TensorView::contiguous(d.dw1.data(), DType::kBF16, {E, 2 * cs.I, cs.H}, DeviceType::kCUDA, 0);
+        layer.weights.w2 = TensorView::contiguous(d.dw2.data(), DType::kBF16, {E, cs.H, cs.I}, DeviceType::kCUDA, 0);
+        const TensorView x = TensorView::contiguous(d.dx.data(), DType::kBF16, {1, cs.H}, DeviceType::kCUDA, 0);
+        DeviceBuffer ws(cuda_moe::workspace_size(d.config)), out_in(2 * cs.H), out_ids(2 * cs.H);
+        ws.poison();
+        out_in.poison();
+        out_ids.poison();
+        const MoeWorkspace w{ws.data(), ws.bytes()};
+        ASSERT_TRUE(cuda_moe::forward(layer, x, &router, nullptr,
+                                      TensorView::contiguous(out_in.data(), DType::kBF16, {1, cs.H}, DeviceType::kCUDA, 0),
+                                      w, nullptr).ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        // The route kernel would have written the workspace's ids; they are still the poison.
+        const std::size_t ids_at = cuda_moe::workspace_layout(d.config).topk_ids;
+        std::vector<std::int32_t> ws_ids(k);
+        ASSERT_EQ(cudaMemcpy(ws_ids.data(), static_cast<char*>(ws.data()) + ids_at, k * 4, cudaMemcpyDeviceToHost),
+                  cudaSuccess);
+        DeviceBuffer probe(k * 4);
+        probe.poison();
+        EXPECT_EQ(ws_ids, probe.to_host<std::int32_t>(k)) << "the route kernel ran: the in-kernel routing was not taken";
+
+        DeviceBuffer di(4 * k), dw(4 * k);
+        MoeRouted routed{TensorView::contiguous(di.data(), DType::kI32, {1, k}, DeviceType::kCUDA, 0),
+                         TensorView::contiguous(dw.data(), DType::kF32, {1, k}, DeviceType::kCUDA, 0)};
+        ASSERT_TRUE(cuda_moe::route(d.config, router, routed, nullptr).ok());
+        ASSERT_TRUE(cuda_moe::forward(layer, x, nullptr, &routed,
+                                      TensorView::contiguous(out_ids.data(), DType::kBF16, {1, cs.H}, DeviceType::kCUDA, 0),
+                                      w, nullptr).ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const auto a = out_in.to_host<std::uint16_t>(cs.H), b = out_ids.to_host<std::uint16_t>(cs.H);
+        EXPECT_EQ(a, b) << "in-kernel routing differs from the route kernel's ids and weights";
+
+        d.ids = di.to_host<std::int32_t>(k);
+        d.weights = dw.to_host<float>(k);
+        const std::vector<float> got = from_bits(a, DType::kBF16);
+        const std::vector<double> want = reference(d);
+        if (pattern % 6 == 4) {
+          // Nothing finite: every weight is 0, so the output is exactly 0.
+          for (float v : got) ASSERT_EQ(v, 0.f);
+        } else {
+          EXPECT_TRUE(within(compare(got, want), 1e-2, 0.05)) << "in-kernel routing vs fp64 reference";
+        }
+      }
+    }
+  }
+}
+
+// The in-kernel routing's limits are errors before anything launches (no GPU needed).
+TEST(MoeCudaKernels, DecodeInKernelRoutingOutsideItsLimitsIsAnError) {
+  float logits[4] = {};
+  cuda_moe::DecodeLayerParams p;
+  p.routing = cuda_moe::DecodeRouting::kInKernels;
+  p.route.logits = logits;
+  p.route.routing.mode = MoeRoutingMode::kSoftmaxTopK;
+  p.hidden = 64;
+  p.intermediate = 64;
+  struct Bad { std::int64_t tokens; int k, E; bool logits; };
+  for (const Bad b : {Bad{2, 2, 8, true}, Bad{1, 33, 64, true}, Bad{1, 8, 512, true}, Bad{1, 2, 8, false}}) {
+    p.tokens = b.tokens;
+    p.top_k = p.route.top_k = b.k;
+    p.num_experts = p.route.num_experts = b.E;
+    p.route.logits = b.logits ? logits : nullptr;
+    for (const Status& s : {cuda_moe::launch_decode_gemm1_swiglu_nk_bf16(p, nullptr),
+                            cuda_moe::launch_decode_gemm2_finalize_nk_bf16(p, nullptr)}) {
+      EXPECT_FALSE(s.ok());
+      EXPECT_NE(s.to_string().find("in-kernel routing needs one token"), std::string::npos) << s.to_string();
+      EXPECT_NE(s.to_string().find("k=" + std::to_string(b.k)), std::string::npos) << s.to_string();
+    }
+  }
+  p.route.routing.mode = MoeRoutingMode::kSigmoidGroupedTopK;
+  p.tokens = 1;
+  p.top_k = p.route.top_k = 2;
+  p.num_experts = p.route.num_experts = 8;
+  p.route.logits = logits;
+  EXPECT_FALSE(cuda_moe::launch_decode_gemm1_swiglu_nk_bf16(p, nullptr).ok());
 }
 
 TEST(MoeCudaKernelsSanitizer, Small) {

@@ -14,12 +14,15 @@
 // Grid: ceil(I / 32) x pairs. Every warp works out its expert and that expert's pairs from the
 // ids by itself (32 per coalesced load and ballot; O(pairs) per warp, fine at decode sizes),
 // so the first weight load waits for one ids load, not for barriers and a chain of scans.
-// Launch: programmatic dependent of the route kernel; waits for it before reading ids.
+// Launch: programmatic dependent of the route kernel; waits for it before reading ids. At one
+// token with softmax routing (DecodeRouting::kInKernels) there is no route kernel: each warp
+// picks its pair's expert from the logits itself, after the same wait (the router GEMM wrote them).
 #include "common/cuda_check.h"
 #include "common/moe_gate_up.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/kernels.h"
+#include "cuda/moe/route_topk_common.cuh"
 
 namespace fusekit::cuda_moe {
 namespace {
@@ -30,6 +33,10 @@ constexpr int kRows = 2 * kColsPerWarp;
 constexpr int kTokensPerPass = 2;
 constexpr int kColsPerCta = kWarps * kColsPerWarp;
 
+// kRouteSlots = 0: the experts come from p.topk_ids. Else (DecodeRouting::kInKernels, one token,
+// k <= 32) the warp routes the token itself: pair j is the token's j-th pick (j + 1 picks, no
+// exp), and a top-k never repeats an expert, so every pair is first and alone.
+template <int kRouteSlots>
 __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
   dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
@@ -40,19 +47,26 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
   const std::int64_t pairs = p.tokens * p.top_k;
   const std::int64_t pair = blockIdx.y;
 
-  // Each warp reads the ids 32 at a time (one coalesced load per 32 pairs, no shared memory,
-  // no barrier): the chunk holding its pair gives the expert and the expert's later pairs;
-  // the chunks before it, loaded independently, say whether an earlier pair owns the expert.
   std::int64_t chunk = pair & ~std::int64_t{31};
-  int id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
-  const int expert = __shfl_sync(0xffffffffu, id, static_cast<int>(pair & 31));
-  if (expert < 0 || expert >= p.num_experts) return;
-  const unsigned same = __ballot_sync(0xffffffffu, id == expert);
-  if (same & ((1u << (pair & 31)) - 1u)) return;  // an earlier pair of this chunk serves the expert
-  for (std::int64_t c = 0; c < chunk; c += 32) {
-    if (__any_sync(0xffffffffu, p.topk_ids[c + lane] == expert)) return;  // ... or of an earlier chunk
+  int expert;
+  unsigned hits;
+  if constexpr (kRouteSlots > 0) {
+    expert = route_detail::softmax_topk_pick<kRouteSlots>(p.route, 0, static_cast<int>(pair));
+    hits = 1u << pair;
+  } else {
+    // Each warp reads the ids 32 at a time (one coalesced load per 32 pairs, no shared memory,
+    // no barrier): the chunk holding its pair gives the expert and the expert's later pairs;
+    // the chunks before it, loaded independently, say whether an earlier pair owns the expert.
+    const int id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
+    expert = __shfl_sync(0xffffffffu, id, static_cast<int>(pair & 31));
+    if (expert < 0 || expert >= p.num_experts) return;
+    const unsigned same = __ballot_sync(0xffffffffu, id == expert);
+    if (same & ((1u << (pair & 31)) - 1u)) return;  // an earlier pair of this chunk serves the expert
+    for (std::int64_t c = 0; c < chunk; c += 32) {
+      if (__any_sync(0xffffffffu, p.topk_ids[c + lane] == expert)) return;  // ... or of an earlier chunk
+    }
+    hits = same & (0xffffffffu << (pair & 31));
   }
-  unsigned hits = same & (0xffffffffu << (pair & 31));
 
   const std::int64_t chunks = p.hidden / 8;
   // Row r < 4 is gate column c0 + r, row r >= 4 is up column c0 + r - 4 (I % 8 == 0, so a
@@ -68,9 +82,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
     int pass_pair[kTokensPerPass];
 #pragma unroll
     for (int i = 0; i < kTokensPerPass; ++i) {
-      while (hits == 0 && chunk + 32 < pairs) {
+      while (hits == 0 && chunk + 32 < pairs) {  // kRouteSlots > 0: pairs <= 32, never taken
         chunk += 32;
-        id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
+        const int id = chunk + lane < pairs ? p.topk_ids[chunk + lane] : -1;
         hits = __ballot_sync(0xffffffffu, id == expert);
       }
       pass_pair[i] = -1;
@@ -147,9 +161,23 @@ Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream
   const std::int64_t pairs = p.tokens * p.top_k;
   if (pairs == 0 || p.intermediate == 0) return Status::Ok();
   if (pairs > 65535) return invalid_argument("decode gemm1: at most 65535 pairs, got " + std::to_string(pairs));
+  FUSEKIT_RETURN_IF_ERROR(check_decode_routing(p, "decode gemm1"));
   const dim3 grid(static_cast<unsigned>((p.intermediate + kColsPerCta - 1) / kColsPerCta),
                   static_cast<unsigned>(pairs));
-  FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(decode_gemm1_swiglu_nk_bf16_kernel, grid, dim3(kWarps * 32), 0, stream, p));
+  auto launch = [&](void (*kernel)(DecodeLayerParams)) {
+    return launch_dependent(kernel, grid, dim3(kWarps * 32), 0, stream, p);
+  };
+  cudaError_t err;
+  if (p.routing == DecodeRouting::kIds) {
+    err = launch(decode_gemm1_swiglu_nk_bf16_kernel<0>);
+  } else {
+    switch (softmax_route_slots(p.num_experts)) {
+      case 1: err = launch(decode_gemm1_swiglu_nk_bf16_kernel<1>); break;
+      case 4: err = launch(decode_gemm1_swiglu_nk_bf16_kernel<4>); break;
+      default: err = launch(decode_gemm1_swiglu_nk_bf16_kernel<8>); break;  // E <= 256 (check_decode_routing)
+    }
+  }
+  FUSEKIT_CUDA_RETURN_IF_ERROR(err);
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("decode_gemm1_swiglu_nk_bf16_kernel");
   return Status::Ok();
 }

@@ -34,9 +34,22 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const std::int64_t k = c.top_k;
   const std::int64_t pairs = T * k;
 
+  const ForwardPath path =
+      forward_path(T, k, c.num_experts, c.layout,
+                   sm90::prefill_enabled(x.device_id) ? GroupedKernels::kSm90 : GroupedKernels::kSm80);
+  const bool route_in_kernels =
+      router != nullptr && decode_routes_in_kernels(path, T, k, c.num_experts, c.routing.mode);
+  if (print_config_enabled()) {
+    print_config_once(describe_forward_path(T, k, c.num_experts, c.hidden, c.intermediate, path) +
+                      (route_in_kernels ? " (one token: routed inside gemm1 and gemm2, no route kernel)" : ""));
+  }
+
   const std::int32_t* ids;
   const float* weights;
-  if (routed != nullptr) {
+  if (route_in_kernels) {  // decode gemm1 and gemm2 route the token themselves
+    ids = nullptr;
+    weights = nullptr;
+  } else if (routed != nullptr) {
     ids = static_cast<const std::int32_t*>(routed->topk_ids.data);
     weights = static_cast<const float*>(routed->topk_weights.data);
   } else {
@@ -55,12 +68,6 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const auto* w1 = static_cast<const __nv_bfloat16*>(layer.weights.w1.data);
   const auto* w2 = static_cast<const __nv_bfloat16*>(layer.weights.w2.data);
 
-  const ForwardPath path =
-      forward_path(T, k, c.num_experts, c.layout,
-                   sm90::prefill_enabled(x.device_id) ? GroupedKernels::kSm90 : GroupedKernels::kSm80);
-  if (print_config_enabled()) {
-    print_config_once(describe_forward_path(T, k, c.num_experts, c.hidden, c.intermediate, path));
-  }
   if (path == ForwardPath::kHopperGrouped) {  // TMA + wgmma grouped GEMMs (src/cuda/moe/sm90/)
     return sm90::prefill_forward(layer, x, ids, weights, out, workspace, stream);
   }
@@ -73,6 +80,10 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     d.w2 = w2;
     d.topk_ids = ids;
     d.topk_weights = weights;
+    if (route_in_kernels) {
+      d.routing = DecodeRouting::kInKernels;
+      d.route = route_params(c, *router);
+    }
     d.act = act;
     d.out = static_cast<__nv_bfloat16*>(out.data);
     d.out_row_stride = out.strides[0];

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "fusekit/moe.h"
 #include "fusekit/status.h"
@@ -27,6 +28,8 @@ struct RouteParams {
   int top_k = 0;
   MoeRouting routing;
 };
+// Everything but the outputs (topk_ids, topk_weights), from the public router input (stages.cpp).
+RouteParams route_params(const MoeConfig& config, const MoeRouterInput& router);
 Status launch_route_softmax_topk(const RouteParams& p, cudaStream_t stream);
 Status launch_route_sigmoid_grouped_topk(const RouteParams& p, cudaStream_t stream);
 
@@ -100,12 +103,25 @@ Status launch_decode_gemv_kn_bf16(const DecodeParams& p, cudaStream_t stream);
 // gemm1 reads each expert the batch hits once (not once per pair) and writes act; gemm2 reads
 // act, applies the router weights and sums over top-k itself, writing out (no y, no finalize).
 // Both kernels are launched as programmatic dependents (dependent_launch.cuh).
+enum class DecodeRouting { kIds, kInKernels };
+
+// The softmax top-k routing kernels are instantiated for 1, 4, 8 or 16 experts per lane.
+inline int softmax_route_slots(int num_experts) {
+  return num_experts <= 32 ? 1 : num_experts <= 128 ? 4 : num_experts <= 256 ? 8 : 16;
+}
+
 struct DecodeLayerParams {
   const __nv_bfloat16* x = nullptr;  // [tokens, hidden], rows x_row_stride apart
   std::int64_t x_row_stride = 0;
   const __nv_bfloat16* w1 = nullptr;  // [E, 2 * intermediate, hidden], gate/up rows in gate_up_order
   MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;
   const __nv_bfloat16* w2 = nullptr;  // [E, hidden, intermediate]
+  // Where the experts and router weights come from. kIds: topk_ids/topk_weights (the route
+  // kernel's or the caller's). kInKernels (one token, softmax top-k, k <= 32, E <= 256): gemm1 and gemm2
+  // each route the token themselves from route.logits (route_softmax_token), so no route kernel
+  // runs and topk_ids/topk_weights are not read.
+  DecodeRouting routing = DecodeRouting::kIds;
+  RouteParams route;                       // kInKernels: logits, type, stride, E, k, routing
   const std::int32_t* topk_ids = nullptr;  // [tokens * top_k]
   const float* topk_weights = nullptr;     // [tokens * top_k]
   __nv_bfloat16* act = nullptr;            // [tokens * top_k, intermediate] packed (workspace)
@@ -117,6 +133,20 @@ struct DecodeLayerParams {
   std::int64_t hidden = 0;
   std::int64_t intermediate = 0;
 };
+// DecodeRouting::kInKernels' preconditions, which both decode launchers check.
+inline Status check_decode_routing(const DecodeLayerParams& p, const char* kernel) {
+  if (p.routing == DecodeRouting::kIds) return Status::Ok();
+  const RouteParams& r = p.route;
+  if (p.tokens != 1 || p.top_k < 1 || p.top_k > 32 || p.num_experts < p.top_k || p.num_experts > 256 ||
+      r.logits == nullptr || r.num_experts != p.num_experts || r.top_k != p.top_k ||
+      r.routing.mode != MoeRoutingMode::kSoftmaxTopK) {
+    return invalid_argument(std::string(kernel) +
+                            ": in-kernel routing needs one token, softmax top-k, 1 <= k <= 32, k <= E <= 256 and the "
+                            "logits; got tokens=" + std::to_string(p.tokens) + " k=" + std::to_string(p.top_k) +
+                            " E=" + std::to_string(p.num_experts) + (r.logits == nullptr ? " and no logits" : ""));
+  }
+  return Status::Ok();
+}
 Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
 Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream);
 

@@ -1,16 +1,12 @@
-// route (softmax top-k): for each token t
-//   p[e] = exp(l[e] - max l) / sum_e' exp(l[e'] - max l)          (fp32; NaN logit -> -inf -> p = 0)
-//   ids[t, 0..k) = the k experts of largest logit, ties to the lower index
-//   w[t, j] = p[ids[t, j]] (/ sum_j p[ids[t, j]] if renormalised) * routed_scaling_factor
+// route (softmax top-k): for each token t, route_softmax_token (route_topk_common.cuh)
 // Shapes: logits [T, E] fp32|bf16 (row stride given), ids/weights [T, k] packed. E <= 512.
 // Threads: one warp per token, 4 tokens per CTA; expert e in lane e % 32, slot e / 32 (the
 // slot count is a template parameter: 1, 4, 8 or 16 for E <= 32, 128, 256, 512).
 // Launch: first kernel of the decode chain, itself a programmatic dependent of the kernel before
 // it (it waits before any load or store); it lets the next kernel launch at once
 // (dependent_launch.cuh), which then waits for this one's ids and weights.
-// Deterministic: fixed shuffle trees, k picks in order. All logits NaN/-inf -> ids 0..k-1
-// (lowest indices win the ties), weights 0.
-#include <cmath>
+// Deterministic: fixed shuffle trees, k picks in order. At T = 1 the decode NK path runs the
+// same function inside its two kernels instead of launching this one (forward.cpp).
 
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
@@ -27,35 +23,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_softmax_topk_kernel
   dev::wait_for_prior_grid();  // before any load or store (a no-op unless launched as a dependent)
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (t >= p.tokens) return;
-  const int lane = threadIdx.x % 32;
-  float logit[kSlotsT];
-  std::uint32_t eligible = 0;
-  float mx = -INFINITY;
-#pragma unroll
-  for (int s = 0; s < kSlotsT; ++s) {
-    const int e = lane + 32 * s;
-    logit[s] = -INFINITY;
-    if (e < p.num_experts) {
-      logit[s] = load_logit(p.logits, p.logits_type, t * p.logits_row_stride + e);
-      eligible |= 1u << s;
-      mx = fmaxf(mx, logit[s]);
-    }
-  }
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-  float sum = 0.f;
-  if (mx != -INFINITY) {
-#pragma unroll
-    for (int s = 0; s < kSlotsT; ++s) {
-      if (lane + 32 * s < p.num_experts) sum += expf(logit[s] - mx);
-    }
-  }
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  const float inv_sum = sum > 0.f ? 1.0f / sum : 0.f;
-  auto weight_of = [&](int s) { return mx == -INFINITY ? 0.f : expf(logit[s] - mx) * inv_sum; };
-  select_topk(logit, eligible, p.top_k, p.routing.norm == MoeTopkNorm::kRenormalize, p.routing.routed_scaling_factor,
-              p.topk_ids + t * p.top_k, p.topk_weights + t * p.top_k, weight_of);
+  route_softmax_token<kSlotsT>(p, t, p.topk_ids + t * p.top_k, p.topk_weights + t * p.top_k);
 }
 
 }  // namespace

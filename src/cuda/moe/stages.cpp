@@ -25,18 +25,23 @@ MoeWeightLayout preferred_layout(const MoeConfig& /*config*/) {
 
 std::int64_t align_block_m(const MoeConfig& config) { return block_m_for(config); }
 
-Status route(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed, cudaStream_t stream) {
+RouteParams route_params(const MoeConfig& config, const MoeRouterInput& router) {
   RouteParams p;
   p.logits = router.logits.data;
   p.logits_type = router.logits.dtype == DType::kBF16 ? LogitsType::kBF16 : LogitsType::kF32;
   p.logits_row_stride = router.logits.strides[0];
   p.correction_bias = router.correction_bias.empty_view() ? nullptr : static_cast<const float*>(router.correction_bias.data);
-  p.topk_ids = static_cast<std::int32_t*>(routed.topk_ids.data);
-  p.topk_weights = static_cast<float*>(routed.topk_weights.data);
   p.tokens = router.logits.shape[0];
   p.num_experts = static_cast<int>(config.num_experts);
   p.top_k = static_cast<int>(config.top_k);
   p.routing = config.routing;
+  return p;
+}
+
+Status route(const MoeConfig& config, const MoeRouterInput& router, const MoeRouted& routed, cudaStream_t stream) {
+  RouteParams p = route_params(config, router);
+  p.topk_ids = static_cast<std::int32_t*>(routed.topk_ids.data);
+  p.topk_weights = static_cast<float*>(routed.topk_weights.data);
   switch (config.routing.mode) {
     case MoeRoutingMode::kSoftmaxTopK:
       return launch_route_softmax_topk(p, stream);
