@@ -20,7 +20,6 @@
 
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
-#include "cuda/moe/workspace_layout.h"
 
 namespace fusekit::testing {
 namespace {
@@ -322,12 +321,12 @@ TEST(MoeCudaKernels, RouteTiesSignedZeroNanAndWideTopK) {
   }
 }
 
-// At one token the NK decode path routes inside gemm1 and gemm2 (no route kernel). Its output
-// must be the bits of the same layer on the route kernel's ids and weights, on every logits
-// pattern the route tests use (ties, -0/+0, NaN, nothing finite), every slot count (E <= 32,
-// 128, 256), fp32 and bf16 logits, and k from 1 to 32; and the fp64 reference on those ids.
-// The route kernel must not have run: the workspace's ids stay poisoned.
-TEST(MoeCudaKernels, DecodeRoutesInKernelsAtOneTokenSameBitsAsRouteKernel) {
+// At one token decode gemm1 picks its experts from the logits (not the route kernel's ids).
+// Its act rows, launched alone with poisoned ids, must be the bits of gemm1 on the route
+// kernel's ids; and the layer from the logits the bits of the layer from those ids and weights
+// and within the fp64 reference; on every logits pattern the route tests use (ties, -0/+0,
+// NaN, nothing finite), every slot count (E <= 32, 128, 256), fp32 and bf16 logits, k 1..32.
+TEST(MoeCudaKernels, DecodeGemm1PicksFromLogitsAtOneTokenSameBitsAsRouteIds) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   auto rng = make_rng();
   struct Case { std::int64_t E, k, H, I; };
@@ -373,25 +372,44 @@ TEST(MoeCudaKernels, DecodeRoutesInKernelsAtOneTokenSameBitsAsRouteKernel) {
                                       TensorView::contiguous(out_in.data(), DType::kBF16, {1, cs.H}, DeviceType::kCUDA, 0),
                                       w, nullptr).ok());
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        // The route kernel would have written the workspace's ids; they are still the poison.
-        const std::size_t ids_at = cuda_moe::workspace_layout(d.config).topk_ids;
-        std::vector<std::int32_t> ws_ids(k);
-        ASSERT_EQ(cudaMemcpy(ws_ids.data(), static_cast<char*>(ws.data()) + ids_at, k * 4, cudaMemcpyDeviceToHost),
-                  cudaSuccess);
-        DeviceBuffer probe(k * 4);
-        probe.poison();
-        EXPECT_EQ(ws_ids, probe.to_host<std::int32_t>(k)) << "the route kernel ran: the in-kernel routing was not taken";
 
         DeviceBuffer di(4 * k), dw(4 * k);
         MoeRouted routed{TensorView::contiguous(di.data(), DType::kI32, {1, k}, DeviceType::kCUDA, 0),
                          TensorView::contiguous(dw.data(), DType::kF32, {1, k}, DeviceType::kCUDA, 0)};
         ASSERT_TRUE(cuda_moe::route(d.config, router, routed, nullptr).ok());
+
+        // gemm1 alone, both ways.
+        cuda_moe::DecodeLayerParams p;
+        p.x = static_cast<const __nv_bfloat16*>(d.dx.data());
+        p.x_row_stride = cs.H;
+        p.w1 = static_cast<const __nv_bfloat16*>(d.dw1.data());
+        p.w2 = static_cast<const __nv_bfloat16*>(d.dw2.data());
+        p.tokens = 1;
+        p.top_k = static_cast<int>(k);
+        p.num_experts = static_cast<int>(E);
+        p.hidden = cs.H;
+        p.intermediate = cs.I;
+        DeviceBuffer act_ids(2 * k * cs.I), act_picked(2 * k * cs.I), poisoned_ids(4 * k);
+        act_ids.poison();
+        act_picked.poison();
+        poisoned_ids.poison();
+        p.topk_ids = static_cast<const std::int32_t*>(di.data());
+        p.act = static_cast<__nv_bfloat16*>(act_ids.data());
+        ASSERT_TRUE(cuda_moe::launch_decode_gemm1_swiglu_nk_bf16(p, nullptr).ok());
+        p.routing = cuda_moe::DecodeRouting::kGemm1PicksFromLogits;
+        p.route = cuda_moe::route_params(d.config, router);
+        p.topk_ids = static_cast<const std::int32_t*>(poisoned_ids.data());
+        p.act = static_cast<__nv_bfloat16*>(act_picked.data());
+        ASSERT_TRUE(cuda_moe::launch_decode_gemm1_swiglu_nk_bf16(p, nullptr).ok());
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_EQ(act_ids.to_host<std::uint16_t>(k * cs.I), act_picked.to_host<std::uint16_t>(k * cs.I))
+            << "gemm1's picks from the logits differ from the route kernel's ids";
         ASSERT_TRUE(cuda_moe::forward(layer, x, nullptr, &routed,
                                       TensorView::contiguous(out_ids.data(), DType::kBF16, {1, cs.H}, DeviceType::kCUDA, 0),
                                       w, nullptr).ok());
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         const auto a = out_in.to_host<std::uint16_t>(cs.H), b = out_ids.to_host<std::uint16_t>(cs.H);
-        EXPECT_EQ(a, b) << "in-kernel routing differs from the route kernel's ids and weights";
+        EXPECT_EQ(a, b) << "the layer from the logits differs from the layer on the route kernel's ids and weights";
 
         d.ids = di.to_host<std::int32_t>(k);
         d.weights = dw.to_host<float>(k);
@@ -401,18 +419,18 @@ TEST(MoeCudaKernels, DecodeRoutesInKernelsAtOneTokenSameBitsAsRouteKernel) {
           // Nothing finite: every weight is 0, so the output is exactly 0.
           for (float v : got) ASSERT_EQ(v, 0.f);
         } else {
-          EXPECT_TRUE(within(compare(got, want), 1e-2, 0.05)) << "in-kernel routing vs fp64 reference";
+          EXPECT_TRUE(within(compare(got, want), 1e-2, 0.05)) << "layer from the logits vs fp64 reference";
         }
       }
     }
   }
 }
 
-// The in-kernel routing's limits are errors before anything launches (no GPU needed).
-TEST(MoeCudaKernels, DecodeInKernelRoutingOutsideItsLimitsIsAnError) {
+// Picking from the logits outside its limits is an error before anything launches (no GPU needed).
+TEST(MoeCudaKernels, DecodeGemm1PicksOutsideItsLimitsAreErrors) {
   float logits[4] = {};
   cuda_moe::DecodeLayerParams p;
-  p.routing = cuda_moe::DecodeRouting::kInKernels;
+  p.routing = cuda_moe::DecodeRouting::kGemm1PicksFromLogits;
   p.route.logits = logits;
   p.route.routing.mode = MoeRoutingMode::kSoftmaxTopK;
   p.hidden = 64;
@@ -423,12 +441,10 @@ TEST(MoeCudaKernels, DecodeInKernelRoutingOutsideItsLimitsIsAnError) {
     p.top_k = p.route.top_k = b.k;
     p.num_experts = p.route.num_experts = b.E;
     p.route.logits = b.logits ? logits : nullptr;
-    for (const Status& s : {cuda_moe::launch_decode_gemm1_swiglu_nk_bf16(p, nullptr),
-                            cuda_moe::launch_decode_gemm2_finalize_nk_bf16(p, nullptr)}) {
-      EXPECT_FALSE(s.ok());
-      EXPECT_NE(s.to_string().find("in-kernel routing needs one token"), std::string::npos) << s.to_string();
-      EXPECT_NE(s.to_string().find("k=" + std::to_string(b.k)), std::string::npos) << s.to_string();
-    }
+    const Status s = cuda_moe::launch_decode_gemm1_swiglu_nk_bf16(p, nullptr);
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.to_string().find("picking experts from the logits needs one token"), std::string::npos) << s.to_string();
+    EXPECT_NE(s.to_string().find("k=" + std::to_string(b.k)), std::string::npos) << s.to_string();
   }
   p.route.routing.mode = MoeRoutingMode::kSigmoidGroupedTopK;
   p.tokens = 1;

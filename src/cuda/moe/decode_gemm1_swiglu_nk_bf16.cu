@@ -15,8 +15,8 @@
 // ids by itself (32 per coalesced load and ballot; O(pairs) per warp, fine at decode sizes),
 // so the first weight load waits for one ids load, not for barriers and a chain of scans.
 // Launch: programmatic dependent of the route kernel; waits for it before reading ids. At one
-// token with softmax routing (DecodeRouting::kInKernels) there is no route kernel: each warp
-// picks its pair's expert from the logits itself, after the same wait (the router GEMM wrote them).
+// token with softmax routing (DecodeRouting::kGemm1PicksFromLogits) each warp picks its pair's
+// expert from the logits itself instead, while the route kernel runs.
 #include "common/cuda_check.h"
 #include "common/moe_gate_up.h"
 #include "cuda/moe/dependent_launch.cuh"
@@ -33,12 +33,15 @@ constexpr int kRows = 2 * kColsPerWarp;
 constexpr int kTokensPerPass = 2;
 constexpr int kColsPerCta = kWarps * kColsPerWarp;
 
-// kRouteSlots = 0: the experts come from p.topk_ids. Else (DecodeRouting::kInKernels, one token,
-// k <= 32) the warp routes the token itself: pair j is the token's j-th pick (j + 1 picks, no
-// exp), and a top-k never repeats an expert, so every pair is first and alone.
+// kRouteSlots = 0: the experts come from p.topk_ids, after the wait for the route kernel. Else
+// (DecodeRouting::kGemm1PicksFromLogits: one token, k <= 32) the warp does not wait for the
+// route: pair j is the token's j-th pick (j + 1 picks, no exp; a top-k never repeats an
+// expert, so every pair is first and alone), made from the logits, which like x were complete
+// before the route passed its own wait and let this grid launch. It waits for the route before
+// it lets gemm2 launch (gemm2 reads the route's ids) and before it writes anything.
 template <int kRouteSlots>
 __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
-  dev::wait_for_prior_grid();
+  if constexpr (kRouteSlots == 0) dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   const std::int64_t n = p.intermediate;
@@ -131,7 +134,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
         }
       }
     }
-    // This pass has issued its weight loads: gemm2 may start taking free slots.
+    // This pass has issued its weight loads: gemm2 may start taking free slots (once the route
+    // that gemm2 reads is complete).
+    if constexpr (kRouteSlots > 0) dev::wait_for_prior_grid();
     dev::allow_dependent_grid();
 #pragma unroll
     for (int i = 0; i < kTokensPerPass; ++i) {

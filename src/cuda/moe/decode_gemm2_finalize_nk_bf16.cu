@@ -20,8 +20,7 @@
 // 80 registers, 3 CTAs per SM.
 // Grid: ceil(H / kColsPerCta) CTAs; windows in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; lists the first window's experts (ids and weights,
-// written before gemm1 began, or routed here from the logits at one token) while gemm1 runs,
-// and waits for it before reading act
+// written before gemm1 began) while gemm1 runs, and waits for it before reading act
 // (H100, layer T = 1: Qwen3-30B-A3B 38.6 -> 37.3 us, Qwen3-235B-A22B 113.4 -> 109.8 us).
 #include <cstdint>
 
@@ -29,7 +28,6 @@
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/kernels.h"
-#include "cuda/moe/route_topk_common.cuh"
 
 namespace fusekit::cuda_moe {
 namespace {
@@ -53,16 +51,13 @@ struct WindowTable {
   float weight[kWindowPairs];              // q -> w (0 for a dead slot)
   bool live[kWindowPairs];                 // q -> id in [0, E)
   int distinct;                            // D
-  std::int32_t routed_id[32];              // DecodeRouting::kInKernels: the token's route
-  float routed_weight[32];
 };
 
-// Warp 0: the window's distinct experts, first-occurrence order, and each one's pair set, from
-// the window's ids and weights (global memory, or the table's own route). Every id and weight is
-// loaded up front (one memory round trip); the cross-half comparison runs only when the window
-// has more than 32 pairs.
-__device__ __forceinline__ void list_window_experts(const DecodeLayerParams& p, const std::int32_t* ids,
-                                                    const float* weights, int count, WindowTable& tab) {
+// Warp 0: the window's distinct experts, first-occurrence order, and each one's pair set.
+// Every id and weight is loaded up front (one memory round trip); the cross-half comparison
+// runs only when the window has more than 32 pairs.
+__device__ __forceinline__ void list_window_experts(const DecodeLayerParams& p, std::int64_t base, int count,
+                                                    WindowTable& tab) {
   const int lane = threadIdx.x % 32;
   const unsigned below = (1u << lane) - 1u;
   int id[2];
@@ -70,8 +65,8 @@ __device__ __forceinline__ void list_window_experts(const DecodeLayerParams& p, 
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int q = 32 * h + lane;
-    id[h] = q < count ? ids[q] : -1;
-    weight[h] = q < count ? weights[q] : 0.f;
+    id[h] = q < count ? p.topk_ids[base + q] : -1;
+    weight[h] = q < count ? p.topk_weights[base + q] : 0.f;
   }
   int key[2];
   bool valid[2];
@@ -191,10 +186,8 @@ __device__ __forceinline__ void run_unit(const DecodeLayerParams& p, std::int64_
 }
 
 // The first window's expert table is built before the wait for gemm1: ids and weights come from
-// the route (or the caller), or with kRouteSlots > 0 (DecodeRouting::kInKernels) from routing the
-// one token here, from the logits; every gemm1 CTA waited for the producer of either before it
-// let this grid launch, so only act (gemm1's output) needs the wait.
-template <int kRouteSlots>
+// the route (or the caller), and every gemm1 CTA waited for that producer before it let this
+// grid launch, so only act (gemm1's output) needs the wait.
 __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
   __shared__ WindowTable tab;
   const int warp = threadIdx.x / 32;
@@ -213,17 +206,7 @@ __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_
     if (stop > total) stop = total;
     const int count = static_cast<int>(stop - base);
 
-    if (warp == 0) {
-      const std::int32_t* ids = p.topk_ids + base;
-      const float* weights = p.topk_weights + base;
-      if constexpr (kRouteSlots > 0) {  // one token, one window
-        route_detail::route_softmax_token<kRouteSlots>(p.route, 0, tab.routed_id, tab.routed_weight);
-        __syncwarp();
-        ids = tab.routed_id;
-        weights = tab.routed_weight;
-      }
-      list_window_experts(p, ids, weights, count, tab);
-    }
+    if (warp == 0) list_window_experts(p, base, count, tab);
     if (base == 0) dev::wait_for_prior_grid();
     __syncthreads();
     const int distinct = tab.distinct;
@@ -275,22 +258,9 @@ __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_
 Status launch_decode_gemm2_finalize_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.hidden == 0) return Status::Ok();
   if (p.top_k < 1) return invalid_argument("decode gemm2: top_k must be >= 1, got " + std::to_string(p.top_k));
-  FUSEKIT_RETURN_IF_ERROR(check_decode_routing(p, "decode gemm2"));
   const dim3 grid(static_cast<unsigned>((p.hidden + kColsPerCta - 1) / kColsPerCta));
-  auto launch = [&](void (*kernel)(DecodeLayerParams)) {
-    return launch_dependent(kernel, grid, dim3(kWarps * 32), 0, stream, p);
-  };
-  cudaError_t err;
-  if (p.routing == DecodeRouting::kIds) {
-    err = launch(decode_gemm2_finalize_nk_bf16_kernel<0>);
-  } else {
-    switch (softmax_route_slots(p.num_experts)) {
-      case 1: err = launch(decode_gemm2_finalize_nk_bf16_kernel<1>); break;
-      case 4: err = launch(decode_gemm2_finalize_nk_bf16_kernel<4>); break;
-      default: err = launch(decode_gemm2_finalize_nk_bf16_kernel<8>); break;  // E <= 256 (check_decode_routing)
-    }
-  }
-  FUSEKIT_CUDA_RETURN_IF_ERROR(err);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(
+      launch_dependent(decode_gemm2_finalize_nk_bf16_kernel, grid, dim3(kWarps * 32), 0, stream, p));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("decode_gemm2_finalize_nk_bf16_kernel");
   return Status::Ok();
 }

@@ -7,8 +7,8 @@
 //     the stream touches (griddepcontrol.wait returns once the prior grid has completed and
 //     its memory is visible). One exception, taken on purpose: data written by kernels that
 //     the prior grid itself waited for, in every CTA, before it allowed this launch (decode
-//     gemm2 reads the route's ids and weights, or at one token the router's logits, while
-//     gemm1 runs);
+//     gemm2 reads the route's ids and weights while gemm1 runs; decode gemm1 at one token reads
+//     the logits and x, complete before the route's own wait, while the route runs);
 //   - it may call allow_dependent_grid() once its own remaining work no longer needs the SMs to
 //     itself; a kernel that never calls it releases its dependent when it exits.
 // Below sm_90 both device calls compile to nothing and launch_dependent() launches normally,

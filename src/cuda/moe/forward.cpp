@@ -37,19 +37,16 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const ForwardPath path =
       forward_path(T, k, c.num_experts, c.layout,
                    sm90::prefill_enabled(x.device_id) ? GroupedKernels::kSm90 : GroupedKernels::kSm80);
-  const bool route_in_kernels =
-      router != nullptr && decode_routes_in_kernels(path, T, k, c.num_experts, c.routing.mode);
+  const bool gemm1_picks =
+      router != nullptr && decode_gemm1_picks_from_logits(path, T, k, c.num_experts, c.routing.mode);
   if (print_config_enabled()) {
     print_config_once(describe_forward_path(T, k, c.num_experts, c.hidden, c.intermediate, path) +
-                      (route_in_kernels ? " (one token: routed inside gemm1 and gemm2, no route kernel)" : ""));
+                      (gemm1_picks ? " (one token: gemm1 picks its experts from the logits)" : ""));
   }
 
   const std::int32_t* ids;
   const float* weights;
-  if (route_in_kernels) {  // decode gemm1 and gemm2 route the token themselves
-    ids = nullptr;
-    weights = nullptr;
-  } else if (routed != nullptr) {
+  if (routed != nullptr) {
     ids = static_cast<const std::int32_t*>(routed->topk_ids.data);
     weights = static_cast<const float*>(routed->topk_weights.data);
   } else {
@@ -80,8 +77,8 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     d.w2 = w2;
     d.topk_ids = ids;
     d.topk_weights = weights;
-    if (route_in_kernels) {
-      d.routing = DecodeRouting::kInKernels;
+    if (gemm1_picks) {
+      d.routing = DecodeRouting::kGemm1PicksFromLogits;
       d.route = route_params(c, *router);
     }
     d.act = act;

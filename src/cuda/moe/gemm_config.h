@@ -71,12 +71,11 @@ inline ForwardPath forward_path(std::int64_t tokens, std::int64_t top_k, std::in
   return grouped == GroupedKernels::kSm90 ? ForwardPath::kHopperGrouped : ForwardPath::kPortableGrouped;
 }
 
-// At one token the decode NK path routes inside its two kernels (each warp of gemm1 picks its
-// pair's expert from the logits, each gemm2 CTA routes the token once), so the layer is two
-// launches and no ids round trip: when the logits are given (not precomputed ids) and routing
-// is softmax top-k with k <= 32, E <= 256 (above, 16 experts per lane spill in gemm2).
-// FUSEKIT_MOE_DECODE_ROUTE=kernel keeps the route kernel (for A/B timing).
-inline bool decode_routes_in_kernels(ForwardPath path, std::int64_t tokens, std::int64_t top_k,
+// At one token, decode gemm1's warps pick their experts from the logits themselves instead of
+// waiting for the route kernel's ids (which gemm2 still reads): when the logits are given (not
+// precomputed ids) and routing is softmax top-k with k <= 32, E <= 256.
+// FUSEKIT_MOE_DECODE_ROUTE=kernel makes gemm1 wait for the route's ids (for A/B timing).
+inline bool decode_gemm1_picks_from_logits(ForwardPath path, std::int64_t tokens, std::int64_t top_k,
                                      std::int64_t num_experts, MoeRoutingMode mode) {
   if (path != ForwardPath::kDecodeNK || tokens != 1 || top_k > 32 || num_experts > 256) return false;
   if (mode != MoeRoutingMode::kSoftmaxTopK) return false;

@@ -103,7 +103,7 @@ Status launch_decode_gemv_kn_bf16(const DecodeParams& p, cudaStream_t stream);
 // gemm1 reads each expert the batch hits once (not once per pair) and writes act; gemm2 reads
 // act, applies the router weights and sums over top-k itself, writing out (no y, no finalize).
 // Both kernels are launched as programmatic dependents (dependent_launch.cuh).
-enum class DecodeRouting { kIds, kInKernels };
+enum class DecodeRouting { kIds, kGemm1PicksFromLogits };
 
 // The softmax top-k routing kernels are instantiated for 1, 4, 8 or 16 experts per lane.
 inline int softmax_route_slots(int num_experts) {
@@ -116,12 +116,12 @@ struct DecodeLayerParams {
   const __nv_bfloat16* w1 = nullptr;  // [E, 2 * intermediate, hidden], gate/up rows in gate_up_order
   MoeGateUpOrder gate_up_order = MoeGateUpOrder::kHalves;
   const __nv_bfloat16* w2 = nullptr;  // [E, hidden, intermediate]
-  // Where the experts and router weights come from. kIds: topk_ids/topk_weights (the route
-  // kernel's or the caller's). kInKernels (one token, softmax top-k, k <= 32, E <= 256): gemm1 and gemm2
-  // each route the token themselves from route.logits (route_softmax_token), so no route kernel
-  // runs and topk_ids/topk_weights are not read.
+  // Where gemm1 finds its experts. kIds: topk_ids (the route kernel's or the caller's).
+  // kGemm1PicksFromLogits (one token, softmax top-k, k <= 32, E <= 256): each gemm1 warp picks
+  // its pair's expert from route.logits itself (softmax_topk_pick) while the route kernel, which
+  // let it launch at once, writes the ids and weights gemm2 reads. gemm2 always reads topk_ids.
   DecodeRouting routing = DecodeRouting::kIds;
-  RouteParams route;                       // kInKernels: logits, type, stride, E, k, routing
+  RouteParams route;  // kGemm1PicksFromLogits: logits, type, stride, E, k, routing
   const std::int32_t* topk_ids = nullptr;  // [tokens * top_k]
   const float* topk_weights = nullptr;     // [tokens * top_k]
   __nv_bfloat16* act = nullptr;            // [tokens * top_k, intermediate] packed (workspace)
@@ -133,7 +133,7 @@ struct DecodeLayerParams {
   std::int64_t hidden = 0;
   std::int64_t intermediate = 0;
 };
-// DecodeRouting::kInKernels' preconditions, which both decode launchers check.
+// DecodeRouting::kGemm1PicksFromLogits' preconditions (decode gemm1's launcher checks them).
 inline Status check_decode_routing(const DecodeLayerParams& p, const char* kernel) {
   if (p.routing == DecodeRouting::kIds) return Status::Ok();
   const RouteParams& r = p.route;
@@ -141,9 +141,10 @@ inline Status check_decode_routing(const DecodeLayerParams& p, const char* kerne
       r.logits == nullptr || r.num_experts != p.num_experts || r.top_k != p.top_k ||
       r.routing.mode != MoeRoutingMode::kSoftmaxTopK) {
     return invalid_argument(std::string(kernel) +
-                            ": in-kernel routing needs one token, softmax top-k, 1 <= k <= 32, k <= E <= 256 and the "
-                            "logits; got tokens=" + std::to_string(p.tokens) + " k=" + std::to_string(p.top_k) +
-                            " E=" + std::to_string(p.num_experts) + (r.logits == nullptr ? " and no logits" : ""));
+                            ": picking experts from the logits needs one token, softmax top-k, 1 <= k <= 32, "
+                            "k <= E <= 256 and the logits; got tokens=" + std::to_string(p.tokens) +
+                            " k=" + std::to_string(p.top_k) + " E=" + std::to_string(p.num_experts) +
+                            (r.logits == nullptr ? " and no logits" : ""));
   }
   return Status::Ok();
 }

@@ -3,10 +3,10 @@
 // Threads: one warp per token, 4 tokens per CTA; expert e in lane e % 32, slot e / 32 (the
 // slot count is a template parameter: 1, 4, 8 or 16 for E <= 32, 128, 256, 512).
 // Launch: first kernel of the decode chain, itself a programmatic dependent of the kernel before
-// it (it waits before any load or store); it lets the next kernel launch at once
-// (dependent_launch.cuh), which then waits for this one's ids and weights.
-// Deterministic: fixed shuffle trees, k picks in order. At T = 1 the decode NK path runs the
-// same function inside its two kernels instead of launching this one (forward.cpp).
+// it (it waits before any load or store); it lets the next kernel launch right after that wait
+// (dependent_launch.cuh), which then waits for this one's ids and weights, except decode gemm1
+// at one token, which picks its experts from the same logits itself (softmax_topk_pick).
+// Deterministic: fixed shuffle trees, k picks in order.
 
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
@@ -19,8 +19,10 @@ using namespace route_detail;
 
 template <int kSlotsT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) route_softmax_topk_kernel(RouteParams p) {
-  dev::allow_dependent_grid();
   dev::wait_for_prior_grid();  // before any load or store (a no-op unless launched as a dependent)
+  // After the wait: decode gemm1 at one token reads the logits (and x) without waiting for this
+  // grid, so it may launch only once they are complete.
+  dev::allow_dependent_grid();
   const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (t >= p.tokens) return;
   route_softmax_token<kSlotsT>(p, t, p.topk_ids + t * p.top_k, p.topk_weights + t * p.top_k);
