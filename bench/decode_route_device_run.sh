@@ -2,7 +2,7 @@
 # One GPU call for decode gemm1 picking its experts from the logits at one token: build (with
 # the Python extension), the kernel tests (its act rows have the bits of gemm1 on the route's
 # ids; the layer from the logits has the bits of the layer on those ids), the layer tests, the
-# A/B at T = 1 in fresh processes (FUSEKIT_MOE_DECODE_ROUTE=kernel: gemm1 waits for the route's
+# A/B at T = 1, 2, 8 in fresh processes (FUSEKIT_MOE_DECODE_ROUTE=kernel: gemm1 waits for the route's
 # ids), then, with the faster of the two, the peers benchmark and the CLI decode table.
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/decode_route_device_run.sh
 set -uo pipefail
@@ -23,7 +23,7 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
   for run in 1 2; do
     for mode in kernel picks; do
       if [ $mode = kernel ]; then export FUSEKIT_MOE_DECODE_ROUTE=kernel; else unset FUSEKIT_MOE_DECODE_ROUTE; fi
-      $B bench moe --tokens 1 --stages 0 --json "$OUT/ab_${mode}_$run.json" | grep -E " moe " | sed "s/^/$mode $run: /"
+      $B bench moe --tokens 1,2,8 --stages 0 --json "$OUT/ab_${mode}_$run.json" | grep -E " moe " | sed "s/^/$mode $run: /"
     done
   done
   unset FUSEKIT_MOE_DECODE_ROUTE
@@ -32,7 +32,7 @@ import json, sys, statistics
 out = sys.argv[1]
 def t(mode):
     return statistics.mean(r["median_us"] for run in (1, 2) for r in json.load(open(f"{out}/ab_{mode}_{run}.json"))["records"]
-                           if r["case"] == "qwen3-30b-a3b")
+                           if r["case"] == "qwen3-30b-a3b" and r["tokens"] == 1)
 print("picks" if t("picks") < t("kernel") else "kernel")
 PY
 )
