@@ -113,13 +113,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
 #pragma unroll
       for (int i = 0; i < kTokensPerPass; ++i) acc[r][i] = 0.f;
 
-    const int steps = static_cast<int>((chunks + 63) / 64);
-    const int first_step =
-        p.k_order == DecodeKOrder::kStaggered ? static_cast<int>((blockIdx.x * kWarps + warp + blockIdx.y) % steps) : 0;
-    for (int i = 0; i < steps; ++i) {
-      const int step = first_step + i < steps ? first_step + i : first_step + i - steps;
-      const std::int64_t kc = static_cast<std::int64_t>(step) * 64 + lane;
-      if (kc >= chunks) continue;
+    for (std::int64_t kc = lane; kc < chunks; kc += 64) {
       const bool second = kc + 32 < chunks;
       uint4 wv[2][kRows];
 #pragma unroll

@@ -77,7 +77,6 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
     d.w2 = w2;
     d.topk_ids = ids;
     d.topk_weights = weights;
-    d.k_order = decode_k_staggered() ? DecodeKOrder::kStaggered : DecodeKOrder::kInOrder;
     if (gemm1_picks) {
       d.routing = DecodeRouting::kGemm1PicksFromLogits;
       d.route = route_params(c, *router);

@@ -83,13 +83,6 @@ inline bool decode_gemm1_picks_from_logits(ForwardPath path, std::int64_t tokens
   return env == nullptr || std::string(env) != "kernel";
 }
 
-// Decode gemm1's K order (kernels.h DecodeKOrder): staggered unless
-// FUSEKIT_MOE_DECODE_STAGGER=0 (for A/B timing).
-inline bool decode_k_staggered() {
-  const char* env = std::getenv("FUSEKIT_MOE_DECODE_STAGGER");
-  return env == nullptr || std::string(env) != "0";
-}
-
 inline const char* forward_path_name(ForwardPath path) {
   switch (path) {
     case ForwardPath::kDecodeNK:

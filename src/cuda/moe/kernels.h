@@ -104,11 +104,6 @@ Status launch_decode_gemv_kn_bf16(const DecodeParams& p, cudaStream_t stream);
 // act, applies the router weights and sums over top-k itself, writing out (no y, no finalize).
 // Both kernels are launched as programmatic dependents (dependent_launch.cuh).
 enum class DecodeRouting { kIds, kGemm1PicksFromLogits };
-// The order in which each decode gemm1 warp sweeps K (64 16-byte chunks per step): kInOrder,
-// every warp from 0; kStaggered, each warp from a step set by its place in the grid, wrapping
-// around, so the warps in flight read different parts of their rows at once (fp32 sums in
-// another order: other last bits, still deterministic).
-enum class DecodeKOrder { kInOrder, kStaggered };
 
 // The softmax top-k routing kernels are instantiated for 1, 4, 8 or 16 experts per lane.
 inline int softmax_route_slots(int num_experts) {
@@ -127,7 +122,6 @@ struct DecodeLayerParams {
   // let it launch at once, writes the ids and weights gemm2 reads. gemm2 always reads topk_ids.
   DecodeRouting routing = DecodeRouting::kIds;
   RouteParams route;  // kGemm1PicksFromLogits: logits, type, stride, E, k, routing
-  DecodeKOrder k_order = DecodeKOrder::kInOrder;
   const std::int32_t* topk_ids = nullptr;  // [tokens * top_k]
   const float* topk_weights = nullptr;     // [tokens * top_k]
   __nv_bfloat16* act = nullptr;            // [tokens * top_k, intermediate] packed (workspace)
