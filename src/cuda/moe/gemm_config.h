@@ -76,7 +76,7 @@ inline ForwardPath forward_path(std::int64_t tokens, std::int64_t top_k, std::in
 // precomputed ids) and routing is softmax top-k with k <= 32, E <= 256.
 // FUSEKIT_MOE_DECODE_ROUTE=kernel makes gemm1 wait for the route's ids (for A/B timing).
 inline bool decode_gemm1_picks_from_logits(ForwardPath path, std::int64_t tokens, std::int64_t top_k,
-                                     std::int64_t num_experts, MoeRoutingMode mode) {
+                                           std::int64_t num_experts, MoeRoutingMode mode) {
   if (path != ForwardPath::kDecodeNK || tokens != 1 || top_k > 32 || num_experts > 256) return false;
   if (mode != MoeRoutingMode::kSoftmaxTopK) return false;
   const char* env = std::getenv("FUSEKIT_MOE_DECODE_ROUTE");
