@@ -18,6 +18,7 @@
 #if FUSEKIT_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
 
@@ -328,6 +329,9 @@ TEST(MoeCudaKernels, RouteTiesSignedZeroNanAndWideTopK) {
 // NaN, nothing finite), every slot count (E <= 32, 128, 256), fp32 and bf16 logits, k 1..32.
 TEST(MoeCudaKernels, DecodeGemm1PicksFromLogitsAtOneTokenSameBitsAsRouteIds) {
   FUSEKIT_SKIP_WITHOUT_GPU();
+  // The layer comparison below tests the picks only if forward takes them (no A/B knob set).
+  unsetenv("FUSEKIT_MOE_DECODE_ROUTE");
+  unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS");
   auto rng = make_rng();
   struct Case { std::int64_t E, k, H, I; };
   int pattern = 0;
@@ -341,6 +345,9 @@ TEST(MoeCudaKernels, DecodeGemm1PicksFromLogitsAtOneTokenSameBitsAsRouteIds) {
                      " I=" + std::to_string(cs.I) + " pattern " + std::to_string(pattern % 6) +
                      (logits_type == DType::kBF16 ? " bf16 logits" : " fp32 logits"));
         Data d = make_data({E, k, cs.H, cs.I, 1, MoeWeightLayout::kNK}, rng);
+        ASSERT_TRUE(cuda_moe::decode_gemm1_picks_from_logits(
+            cuda_moe::forward_path(1, k, E, MoeWeightLayout::kNK, cuda_moe::GroupedKernels::kSm90), 1, k, E,
+            MoeRoutingMode::kSoftmaxTopK));
         d.config.routing.norm = renorm ? MoeTopkNorm::kRenormalize : MoeTopkNorm::kNone;
         d.config.routing.routed_scaling_factor = 1.75f;
         std::vector<float> l = random_floats(rng, E, -4.f, 4.f);

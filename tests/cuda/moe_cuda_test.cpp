@@ -402,6 +402,75 @@ TEST(MoeCuda, GraphReplayIsBitIdenticalToEager) {
   }
 }
 
+// A model's decode step: layer B reads layer A's output, both layers share one workspace and
+// one stream, and their logits differ. Programmatic dependent launch lets each kernel start
+// before the one ahead of it ends (at T = 1 decode gemm1 reads the logits while the route
+// writes gemm2's ids into the shared workspace), so a missing wait would leave layer B
+// reading layer A's ids: valid ids, only wrong. The chain, eager and replayed as one captured
+// graph, must give the bits of the two layers run apart (own workspaces, a sync between).
+TEST(MoeCuda, ChainedLayersSharingOneWorkspaceGiveTheSameBits) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  auto rng = make_rng();
+  for (MoeRoutingMode mode : {MoeRoutingMode::kSoftmaxTopK, MoeRoutingMode::kSigmoidGroupedTopK}) {
+    Layer A({128, 8, 2048, 768}, 64, MoeWeightLayout::kNK, mode, rng);
+    Layer B({128, 8, 2048, 768}, 64, MoeWeightLayout::kNK, mode, rng);
+    for (std::int64_t T : {1, 2, 8, 64}) {
+      SCOPED_TRACE(std::string(mode == MoeRoutingMode::kSoftmaxTopK ? "softmax" : "sigmoid") +
+                   " T=" + std::to_string(T));
+      const std::size_t n = static_cast<std::size_t>(T * 2048);
+      cudaStream_t stream;
+      ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+      DeviceBuffer out_a(2 * n), out_b(2 * n);
+      const MoeLayer la = A.device_layer(MoeBackend::kCuda), lb = B.device_layer(MoeBackend::kCuda);
+      const TensorView xa = TensorView::contiguous(A.dx.data(), DType::kBF16, {T, 2048}, DeviceType::kCUDA, 0);
+      const TensorView oa = TensorView::contiguous(out_a.data(), DType::kBF16, {T, 2048}, DeviceType::kCUDA, 0);
+      const TensorView ob = TensorView::contiguous(out_b.data(), DType::kBF16, {T, 2048}, DeviceType::kCUDA, 0);
+      auto chain = [&](const MoeWorkspace& wa, const MoeWorkspace& wb, bool sync_between) {
+        Status s = moe_forward(la, xa, A.device_router(T), oa, wa, stream);
+        if (s.ok() && sync_between && cudaStreamSynchronize(stream) != cudaSuccess) {
+          s = invalid_argument("cudaStreamSynchronize between the layers failed");
+        }
+        if (s.ok()) s = moe_forward(lb, oa, B.device_router(T), ob, wb, stream);
+        return s;
+      };
+      // Apart: own workspaces, each layer finished before the next starts.
+      DeviceWorkspace ws_a(A.config), ws_b(B.config), shared(A.config);
+      out_a.poison();
+      out_b.poison();
+      ASSERT_TRUE(chain(ws_a.view(), ws_b.view(), true).ok());
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      const auto want_a = out_a.to_host<std::uint16_t>(n), want_b = out_b.to_host<std::uint16_t>(n);
+      // Eager, chained on one workspace.
+      out_a.poison();
+      out_b.poison();
+      shared.buf.poison();
+      ASSERT_TRUE(chain(shared.view(), shared.view(), false).ok());
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      EXPECT_EQ(out_a.to_host<std::uint16_t>(n), want_a) << "eager chain, layer A";
+      EXPECT_EQ(out_b.to_host<std::uint16_t>(n), want_b) << "eager chain, layer B";
+      // The chain captured once, replayed.
+      cudaGraph_t graph;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+      const Status captured = chain(shared.view(), shared.view(), false);
+      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      ASSERT_TRUE(captured.ok()) << captured.to_string();
+      cudaGraphExec_t exec;
+      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+      for (int rep = 0; rep < 3; ++rep) {
+        out_a.poison();
+        out_b.poison();
+        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        EXPECT_EQ(out_a.to_host<std::uint16_t>(n), want_a) << "replay " << rep << ", layer A";
+        EXPECT_EQ(out_b.to_host<std::uint16_t>(n), want_b) << "replay " << rep << ", layer B";
+      }
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      cudaStreamDestroy(stream);
+    }
+  }
+}
+
 TEST(MoeCuda, RunToRunBitIdentical) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   auto rng = make_rng();

@@ -38,7 +38,9 @@ constexpr int kColsPerCta = kWarps * kColsPerWarp;
 // route: pair j is the token's j-th pick (j + 1 picks, no exp; a top-k never repeats an
 // expert, so every pair is first and alone), made from the logits, which like x were complete
 // before the route passed its own wait and let this grid launch. It waits for the route before
-// it lets gemm2 launch (gemm2 reads the route's ids) and before it writes anything.
+// it lets gemm2 launch (gemm2 reads the route's ids) and before it writes anything. gemm2's
+// early read of the ids relies on at least one warp waiting before any trigger: keep warp 0 of
+// every CTA working (a CTA with no work at all would exit without the wait).
 template <int kRouteSlots>
 __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
   if constexpr (kRouteSlots == 0) dev::wait_for_prior_grid();

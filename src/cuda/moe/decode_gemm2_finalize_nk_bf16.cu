@@ -20,7 +20,7 @@
 // 80 registers, 3 CTAs per SM.
 // Grid: ceil(H / kColsPerCta) CTAs; windows in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; lists the first window's experts (ids and weights,
-// written before gemm1 began) while gemm1 runs, and waits for it before reading act
+// complete before gemm1 let it launch) while gemm1 runs, and waits for it before reading act
 // (H100, layer T = 1: Qwen3-30B-A3B 38.6 -> 37.3 us, Qwen3-235B-A22B 113.4 -> 109.8 us).
 #include <cstdint>
 
@@ -186,8 +186,10 @@ __device__ __forceinline__ void run_unit(const DecodeLayerParams& p, std::int64_
 }
 
 // The first window's expert table is built before the wait for gemm1: ids and weights come from
-// the route (or the caller), and every gemm1 CTA waited for that producer before it let this
-// grid launch, so only act (gemm1's output) needs the wait.
+// the route (or the caller), and gemm1 waited for that producer before it let this grid launch
+// (every working gemm1 warp waits before it triggers, and this grid starts only once every
+// gemm1 CTA has triggered or exited; warp 0 of every gemm1 CTA has work), so only act (gemm1's
+// output) needs the wait.
 __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
   __shared__ WindowTable tab;
   const int warp = threadIdx.x / 32;
