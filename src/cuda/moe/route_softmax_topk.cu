@@ -42,14 +42,11 @@ Status launch_route_softmax_topk(const RouteParams& p, cudaStream_t stream) {
   // precedes it (H100, Qwen3-30B-A3B T = 1: 38.67 us plain, 38.49 us dependent).
   auto launch = [&](void (*kernel)(RouteParams)) { return launch_dependent(kernel, grid, block, 0, stream, p); };
   cudaError_t err;
-  if (p.num_experts <= 32) {
-    err = launch(route_softmax_topk_kernel<1>);
-  } else if (p.num_experts <= 128) {
-    err = launch(route_softmax_topk_kernel<4>);
-  } else if (p.num_experts <= 256) {
-    err = launch(route_softmax_topk_kernel<8>);
-  } else {
-    err = launch(route_softmax_topk_kernel<16>);
+  switch (softmax_route_slots(p.num_experts)) {
+    case 1: err = launch(route_softmax_topk_kernel<1>); break;
+    case 4: err = launch(route_softmax_topk_kernel<4>); break;
+    case 8: err = launch(route_softmax_topk_kernel<8>); break;
+    default: err = launch(route_softmax_topk_kernel<16>); break;
   }
   FUSEKIT_CUDA_RETURN_IF_ERROR(err);
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("route_softmax_topk_kernel");
