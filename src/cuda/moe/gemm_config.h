@@ -73,11 +73,18 @@ inline ForwardPath forward_path(std::int64_t tokens, std::int64_t top_k, std::in
 
 // At one token, decode gemm1's warps pick their experts from the logits themselves instead of
 // waiting for the route kernel's ids (which gemm2 still reads): when the logits are given (not
-// precomputed ids) and routing is softmax top-k with k <= 32, E <= 256.
+// precomputed ids) and routing is softmax top-k with k <= kDecodePicksMaxTopK (one warp's lanes)
+// and E <= kDecodePicksMaxExperts (8 experts per lane; more spill). The launcher checks the same
+// bounds (kernels.h check_decode_routing).
+constexpr std::int64_t kDecodePicksMaxTopK = 32;
+constexpr std::int64_t kDecodePicksMaxExperts = 256;
 // FUSEKIT_MOE_DECODE_ROUTE=kernel makes gemm1 wait for the route's ids (for A/B timing).
 inline bool decode_gemm1_picks_from_logits(ForwardPath path, std::int64_t tokens, std::int64_t top_k,
                                            std::int64_t num_experts, MoeRoutingMode mode) {
-  if (path != ForwardPath::kDecodeNK || tokens != 1 || top_k > 32 || num_experts > 256) return false;
+  if (path != ForwardPath::kDecodeNK || tokens != 1 || top_k > kDecodePicksMaxTopK ||
+      num_experts > kDecodePicksMaxExperts) {
+    return false;
+  }
   if (mode != MoeRoutingMode::kSoftmaxTopK) return false;
   const char* env = std::getenv("FUSEKIT_MOE_DECODE_ROUTE");
   return env == nullptr || std::string(env) != "kernel";

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/moe/gemm_config.h"
 #include "fusekit/moe.h"
 #include "fusekit/status.h"
 
@@ -137,12 +138,15 @@ struct DecodeLayerParams {
 inline Status check_decode_routing(const DecodeLayerParams& p, const char* kernel) {
   if (p.routing == DecodeRouting::kIds) return Status::Ok();
   const RouteParams& r = p.route;
-  if (p.tokens != 1 || p.top_k < 1 || p.top_k > 32 || p.num_experts < p.top_k || p.num_experts > 256 ||
+  if (p.tokens != 1 || p.top_k < 1 || p.top_k > kDecodePicksMaxTopK || p.num_experts < p.top_k ||
+      p.num_experts > kDecodePicksMaxExperts ||
       r.logits == nullptr || r.num_experts != p.num_experts || r.top_k != p.top_k ||
       r.routing.mode != MoeRoutingMode::kSoftmaxTopK) {
     return invalid_argument(std::string(kernel) +
-                            ": picking experts from the logits needs one token, softmax top-k, 1 <= k <= 32, "
-                            "k <= E <= 256 and the logits; got tokens=" + std::to_string(p.tokens) +
+                            ": picking experts from the logits needs one token, softmax top-k, 1 <= k <= " +
+                            std::to_string(kDecodePicksMaxTopK) + ", k <= E <= " +
+                            std::to_string(kDecodePicksMaxExperts) + " and the logits; got tokens=" +
+                            std::to_string(p.tokens) +
                             " k=" + std::to_string(p.top_k) + " E=" + std::to_string(p.num_experts) +
                             (r.logits == nullptr ? " and no logits" : ""));
   }
