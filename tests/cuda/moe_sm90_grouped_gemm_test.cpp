@@ -51,6 +51,19 @@ float b_at(const std::vector<float>& b, MoeWeightLayout layout, std::int64_t g, 
   return layout == MoeWeightLayout::kNK ? b[(g * n + col) * k + kk] : b[(g * k + kk) * n + col];
 }
 
+// Args with the device buffers every call here passes: A, B, D, group offsets, workspace.
+GroupedGemmArgs args_on(const DeviceBuffer& a, const DeviceBuffer& b, const DeviceBuffer& d,
+                        const DeviceBuffer& offsets, const DeviceBuffer& workspace) {
+  GroupedGemmArgs args;
+  args.a = static_cast<const __nv_bfloat16*>(a.data());
+  args.b = static_cast<const __nv_bfloat16*>(b.data());
+  args.d = static_cast<__nv_bfloat16*>(d.data());
+  args.group_offsets = static_cast<const std::int32_t*>(offsets.data());
+  args.workspace = workspace.data();
+  args.workspace_bytes = workspace.bytes();
+  return args;
+}
+
 struct Case {
   std::vector<std::int32_t> rows;
   std::int64_t n, k;
@@ -80,19 +93,13 @@ void run_case(const Case& c) {
   DeviceBuffer drows = DeviceBuffer::from(g.rows);
   DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(G));
 
-  GroupedGemmArgs args;
-  args.a = static_cast<const __nv_bfloat16*>(da.data());
-  args.b = static_cast<const __nv_bfloat16*>(db.data());
-  args.d = static_cast<__nv_bfloat16*>(dd.data());
-  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  GroupedGemmArgs args = args_on(da, db, dd, doff, ws);
   args.group_rows = c.pass_rows ? static_cast<const std::int32_t*>(drows.data()) : nullptr;
   args.groups = G;
   args.n = c.n;
   args.k = c.k;
   args.layout = c.layout;
   args.tile = c.tile;
-  args.workspace = ws.data();
-  args.workspace_bytes = ws.bytes();
   const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   ASSERT_TRUE(s.ok()) << s.to_string();
   FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
@@ -173,18 +180,12 @@ TEST(Sm90GroupedGemm, OffsetsPast2To31Elements) {
   dd.poison();
   DeviceBuffer doff = DeviceBuffer::from(offsets), drows = DeviceBuffer::from(rows);
   DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(3));
-  GroupedGemmArgs args;
-  args.a = static_cast<const __nv_bfloat16*>(da.data());
-  args.b = static_cast<const __nv_bfloat16*>(db.data());
-  args.d = static_cast<__nv_bfloat16*>(dd.data());
-  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  GroupedGemmArgs args = args_on(da, db, dd, doff, ws);
   args.group_rows = static_cast<const std::int32_t*>(drows.data());
   args.groups = 3;
   args.n = n;
   args.k = k;
   args.tile = GemmTile::kPingpong64x128;
-  args.workspace = ws.data();
-  args.workspace_bytes = ws.bytes();
   const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   ASSERT_TRUE(s.ok()) << s.to_string();
   FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
@@ -258,18 +259,12 @@ std::vector<std::uint16_t> run_gemm(const SwigluRun& r, GemmTile tile, GemmEpilo
   dd.poison();
   DeviceBuffer doff = DeviceBuffer::from(r.offsets);
   DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(G));
-  GroupedGemmArgs args;
-  args.a = static_cast<const __nv_bfloat16*>(da.data());
-  args.b = static_cast<const __nv_bfloat16*>(db.data());
-  args.d = static_cast<__nv_bfloat16*>(dd.data());
-  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  GroupedGemmArgs args = args_on(da, db, dd, doff, ws);
   args.groups = G;
   args.n = 2 * r.inter;
   args.k = r.k;
   args.tile = tile;
   args.epilogue = epilogue;
-  args.workspace = ws.data();
-  args.workspace_bytes = ws.bytes();
   *status = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   if (!status->ok()) return {};
   if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
@@ -360,16 +355,11 @@ TEST(Sm90GroupedGemm, SwigluEpilogueBadArgumentsAreErrors) {
   const SwigluRun r = make_swiglu_run({8}, 200, 64);
   DeviceBuffer buf(1 << 20), ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(1));
   DeviceBuffer doff = DeviceBuffer::from(r.offsets);
-  GroupedGemmArgs args;
-  args.a = args.b = static_cast<const __nv_bfloat16*>(buf.data());
-  args.d = static_cast<__nv_bfloat16*>(buf.data());
-  args.group_offsets = static_cast<const std::int32_t*>(doff.data());
+  GroupedGemmArgs args = args_on(buf, buf, buf, doff, ws);
   args.groups = 1;
   args.n = 200;  // 2I with I = 100: not a multiple of 16
   args.k = 64;
   args.epilogue = GemmEpilogue::kSwiglu;
-  args.workspace = ws.data();
-  args.workspace_bytes = ws.bytes();
   Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("n % 16 == 0, got NK n=200"), std::string::npos) << s.message();
