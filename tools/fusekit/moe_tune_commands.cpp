@@ -45,13 +45,14 @@ constexpr ModelCase kCases[] = {
 
 using fusekit::cuda_moe::sm90::GemmTile;
 constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                               GemmTile::kCooperative128x256};
+                               GemmTile::kCooperative128x256, GemmTile::kPingpong64x256};
 constexpr int kNumTiles = sizeof(kTiles) / sizeof(kTiles[0]);
 const char* tile_enum_name(GemmTile t) {
   switch (t) {
     case GemmTile::kPingpong64x128: return "kPingpong64x128";
     case GemmTile::kCooperative128x128: return "kCooperative128x128";
     case GemmTile::kCooperative128x256: return "kCooperative128x256";
+    case GemmTile::kPingpong64x256: return "kPingpong64x256";
   }
   return "?";
 }

@@ -7,13 +7,16 @@
 //   m <= 48        pingpong 64x128x64       weight-read bound: the smallest M tile wastes the
 //                                           fewest tensor-core cycles; 2 consumer warpgroups on
 //                                           alternate tiles hide the epilogue
-//   48 < m <= 96   cooperative 128x128x64   mid: tiles fill M, twice the N tiles of 128x256 keep
-//                                           132 SMs busy when E*ceil(m/128)*N/256 is small
-//   m > 96         cooperative 128x256x64   compute bound: the largest tile, B multicast over a
+//   48 < m <= 384  pingpong 64x256x64       mid: 64-row M tiles waste little of m = 64..384 rows
+//                                           (a 128-row tile wastes ~20% of 256 +- 16), 256-wide
+//                                           N tiles halve the B re-reads of 64x128, and the
+//                                           pingpong epilogue overlaps the next tile's mainloop
+//   m > 384        cooperative 128x256x64   compute bound: the largest tile, B multicast over a
 //                  (cluster 2x1)            2x1 cluster halves weight traffic into L2/SMEM
-// (Bounds from `fusekit tune moe` on H100, bench/results/moe_tune_h100.json: pingpong wins up
-// to m = 32 on all three model shapes; at m = 64 128x128 wins or is within 2%; from m = 128
-// 128x256 wins GEMM1 everywhere and GEMM2 but for Qwen3-30B-A3B's K = 768, within 5%.)
+// (Bounds from `fusekit tune moe` on H100, bench/results/moe_tune_h100.json: 64x128 wins or
+// ties up to m = 32 on all three model shapes; 64x256 wins from m = 64 (Mixtral) or 128 (Qwen
+// shapes) to 256 and on most GEMMs at m = 512; 128x256 wins from m = 1024. Cooperative 128x128
+// wins two GEMMs at m = 64 by 1-2% and is kept for the table only.)
 //
 // Both GEMMs of the layer get their own choice (gemm1: N = 2I, K = H; gemm2: N = H, K = I).
 #pragma once

@@ -33,17 +33,18 @@ enum class GemmTile {
   kPingpong64x128,      // 64x128x64 tile, 2 consumer warpgroups on alternate tiles, cluster 1x1
   kCooperative128x128,  // 128x128x64 tile, 2 consumer warpgroups split M, cluster 1x1
   kCooperative128x256,  // 128x256x64 tile, 2 consumer warpgroups split M, cluster 2x1 (B multicast)
+  kPingpong64x256,      // 64x256x64 tile, as kPingpong64x128 with half as many tiles per group
 };
 // (A pingpong 128x128x64 c2x1 tile was tried and never won on H100 for the shapes:
 // bench/results/moe_tune_h100.json, records "pingpong_128x128x64_c2x1"; it was dropped.)
-constexpr int kNumGemmTiles = 3;
+constexpr int kNumGemmTiles = 4;
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
 
 // What the epilogue writes. kSwiglu (GEMM1 of the MoE): b's n = 2I rows per group are W1's
 // gate and up rows interleaved in blocks of 8 (gate 8q..8q+7, then up 8q..8q+7, for q in
 // [0, I/8)), and d is act [rows, n/2] = bf16(silu(bf16(gate)) * bf16(up)). kNK only, n % 16 == 0.
-// NOT RUN ON A GPU YET (branch swiglu-epilogue).
+// (Bit-equal to GEMM + swiglu_rows_bf16 on every tile: moe_sm90_grouped_gemm_test.)
 enum class GemmEpilogue { kStore, kSwiglu };
 
 struct GroupedGemmArgs {
@@ -102,9 +103,12 @@ FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_kn)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_kn)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_nk)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_kn)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk_swiglu)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_nk_swiglu)
 #undef FUSEKIT_SM90_GEMM_DECL
 }  // namespace detail
 

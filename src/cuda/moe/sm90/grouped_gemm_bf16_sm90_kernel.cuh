@@ -60,6 +60,9 @@ struct TileConfig {
 using Pingpong64x128 = TileConfig<cute::Shape<_64, _128, _64>, cute::Shape<_1, _1, _1>,
                                   cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
                                   cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
+using Pingpong64x256 = TileConfig<cute::Shape<_64, _256, _64>, cute::Shape<_1, _1, _1>,
+                                  cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
+                                  cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
 using Cooperative128x128 = TileConfig<cute::Shape<_128, _128, _64>, cute::Shape<_1, _1, _1>,
                                       cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
                                       cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
