@@ -5,7 +5,9 @@ process, each checked against an fp32 reference, with the floor measured in the 
 Implementations (all route softmax -> top-k -> renormalise from the same router logits):
   fusekit            the `cuda` backend: `import fusekit` (python/fusekit, fusekit.MoE) when the
                      package is importable and passes --probe, else the C-ABI shim
-                     bench/fusekit_moe_shim.cpp (ctypes, same process); each record says which
+                     bench/fusekit_moe_shim.cpp (ctypes, same process); each record says which.
+                     Through the package the layer prepares its weights once (prepare=True, the
+                     device's fastest format; --fusekit-prepare 0 reads torch's order as given)
   torch_grouped_mm   permute (argsort) + torch._grouped_mm GEMM1 + SwiGLU + torch._grouped_mm GEMM2
                      + weighted scatter-add (index_add_)
   triton_fused_moe   bench/triton_fused_moe.py: vLLM/FastDeploy-style Triton kernels, vLLM's tuned
@@ -156,12 +158,14 @@ class FusekitShim:
         return run
 
 
-def fusekit_python_layer(w1, w2, k, max_tokens):
-    """The Python package (python/fusekit): a layer object; calls run on torch's current stream."""
+def fusekit_python_layer(w1, w2, k, max_tokens, prepare):
+    """The Python package (python/fusekit): a layer object; calls run on torch's current stream.
+    prepare: the layer copies the weights once into the device's fastest format (what an engine
+    does at weight loading; on an H100 W1's gate/up rows interleaved for SwiGLU in GEMM1)."""
     import fusekit
 
     layer = fusekit.MoE(w1, w2, top_k=k, max_tokens=max_tokens, layout="nk", routing="softmax", renormalize=True,
-                        backend="cuda")
+                        backend="cuda", prepare=prepare)
 
     def run(x, logits, out):
         return layer(x, logits, out=out)
@@ -246,13 +250,13 @@ def pick_fusekit(want, shim_path, cli_path):
     return None, None
 
 
-def fusekit_fn(via, shim, w1, w2, xs, lg, E, k, H, I, T, sets):
+def fusekit_fn(via, shim, w1, w2, xs, lg, E, k, H, I, T, sets, prepare=False):
     outs = [torch.empty(T, H, device="cuda", dtype=torch.bfloat16) for _ in range(sets)]
     if via == "ctypes-shim":
         run = shim.layer(E, k, H, I, T)
         return lambda i: run(xs[i], lg[i], w1, w2, outs[i])
     if via == "python":
-        pyrun = fusekit_python_layer(w1, w2, k, T)
+        pyrun = fusekit_python_layer(w1, w2, k, T, prepare)
         return lambda i: pyrun(xs[i], lg[i], outs[i])
     raise RuntimeError(f"fusekit via {via} cannot run in-process")
 
@@ -285,6 +289,8 @@ def main():
     ap.add_argument("--shim", default="build-device/libfusekit_moe_shim.so")
     ap.add_argument("--cli", default="build-device/fusekit")
     ap.add_argument("--fusekit-via", default="auto", choices=["auto", "python", "shim", "cli"])
+    ap.add_argument("--fusekit-prepare", type=int, default=1, choices=[0, 1],
+                    help="1: fusekit.MoE(..., prepare=True), the weights copied once into the device's fastest format")
     ap.add_argument("--probe", action="store_true", help="only check that fusekit runs and is right (exit code)")
     ap.add_argument("--resume", action="store_true", help="keep the records already in --out, run the rest")
     ap.add_argument("--skip", default="", help="case:T:impl,... recorded as crashed, not run")
@@ -371,7 +377,8 @@ def main():
                 print(f"RUN {case}:{T}:{impl}", flush=True)
                 try:
                     if impl == "fusekit":
-                        fn = fusekit_fn(fusekit_via, shim, w1, w2, xs, lg, E, k, H, I, T, args.sets)
+                        fn = fusekit_fn(fusekit_via, shim, w1, w2, xs, lg, E, k, H, I, T, args.sets,
+                                        args.fusekit_prepare == 1)
                     elif impl == "torch_grouped_mm":
                         fn = lambda i: torch_grouped_mm_layer(xs[i], lg[i], w1t, w2t, k, E, I)  # noqa: E731
                     elif impl == "triton_fused_moe":
@@ -396,6 +403,7 @@ def main():
                     }
                     if impl == "fusekit":
                         rec["via"] = fusekit_via
+                        rec["prepared_weights"] = args.fusekit_prepare == 1 and fusekit_via == "python"
                     if impl == "triton_fused_moe":
                         rec["params"]["triton_config"] = cfg
                         rec["params"]["triton_config_source"] = source

@@ -119,12 +119,18 @@ struct MoeRouted {
 // function of the config.
 Status moe_workspace_size(const MoeConfig& config, std::size_t* bytes);
 
-// Optional, once per layer: copies `src` (layout config.layout) into `dst`, which has the shapes
-// of layout moe_preferred_layout(config), the layout the fastest kernel reads; then forward
-// with MoeLayer{config with layout = moe_preferred_layout(config), dst}. Host weights are
-// repacked on the host before returning; device weights on `stream`.
-MoeWeightLayout moe_preferred_layout(const MoeConfig& config);
-Status moe_prepare_weights(const MoeConfig& config, const MoeWeights& src, const MoeWeights& dst, void* stream);
+// Optional, once per layer (an engine's weight loading). moe_prepared_config(config) is config
+// with the weight format the fastest kernels of the current device read: layout kNK, and with
+// the `cuda` backend on a Hopper GPU (single device) W1 in kInterleaved8 order, so that the
+// grouped GEMM1 applies SwiGLU in its epilogue. moe_prepare_weights writes `src` (config's
+// layout and gate/up order) into `dst` (to's); `to` may differ from config in layout and
+// gate_up_order only, and W1 is reordered from kHalves only. Then forward with MoeLayer{to, dst}.
+// Host weights are repacked on the host before returning; device weights on `stream`.
+//   MoeConfig to = moe_prepared_config(config);
+//   moe_prepare_weights(config, to, src, dst, stream);   // dst: shapes of to.layout
+MoeConfig moe_prepared_config(const MoeConfig& config);
+Status moe_prepare_weights(const MoeConfig& config, const MoeConfig& to, const MoeWeights& src,
+                           const MoeWeights& dst, void* stream);
 
 // The whole layer from router logits: route, align, gemm1+SwiGLU, gemm2 x weight, finalize.
 Status moe_forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput& router, const TensorView& out,

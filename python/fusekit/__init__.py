@@ -24,7 +24,7 @@ from .moe import (
     moe_align_capacity,
     moe_forward,
     moe_forward_routed,
-    moe_preferred_layout,
+    moe_prepared_config,
     moe_workspace_size,
 )
 from .moe import align as moe_align
@@ -48,7 +48,7 @@ __all__ = [
     "moe_finalize",
     "moe_forward",
     "moe_forward_routed",
-    "moe_preferred_layout",
+    "moe_prepared_config",
     "moe_route",
     "moe_workspace_size",
     "qk_rmsnorm",

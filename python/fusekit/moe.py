@@ -124,8 +124,10 @@ class MoE:
                 bias, grouped top-k with num_groups / topk_groups).
     renormalize divide the chosen weights by their sum; then times routed_scaling_factor.
     backend     "cpu" | "cuda" | "cuda-ref" | "auto"/None (FUSEKIT_MOE_BACKEND, else by device).
-    prepare     repack the weights once into the layout the fastest kernel reads
-                (fusekit.moe_preferred_layout) when it differs from ``layout`` (a copy).
+    prepare     copy the weights once into the format the fastest kernels of the current
+                device read (fusekit.moe_prepared_config: layout "nk", and on a Hopper GPU
+                W1 in "interleaved8" order, SwiGLU then runs in GEMM1's epilogue) when it
+                differs from ``layout`` / ``gate_up_order``. The layer then holds the copy.
     gate_up_order  "halves" (W1's gate rows, then its up rows) or "interleaved8" (layout "nk"
                 only: blocks of 8 gate rows and 8 up rows alternate; the order the Hopper GEMM1
                 with SwiGLU in its epilogue reads).
@@ -185,15 +187,17 @@ class MoE:
     layout = property(lambda self: self.config.layout)
 
     def _prepare(self):
-        to = _fusekit.moe_preferred_layout(self.config)
-        if to == self.config.layout:
+        to = _fusekit.moe_prepared_config(self.config)
+        if to.layout == self.config.layout and to.gate_up_order == self.config.gate_up_order:
             return
         s1, s2 = _shape(self.w1, "w1"), _shape(self.w2, "w2")
-        d1 = empty(self.w1, (s1[0], s1[2], s1[1]), "bf16", "w1")
-        d2 = empty(self.w2, (s2[0], s2[2], s2[1]), "bf16", "w2")
-        _fusekit.moe_prepare_weights(self.config, self.w1, self.w2, d1, d2, stream_for((self.w1,)))
+        if to.layout != self.config.layout:
+            s1, s2 = (s1[0], s1[2], s1[1]), (s2[0], s2[2], s2[1])
+        d1 = empty(self.w1, s1, "bf16", "w1")
+        d2 = empty(self.w2, s2, "bf16", "w2")
+        _fusekit.moe_prepare_weights(self.config, to, self.w1, self.w2, d1, d2, stream_for((self.w1,)))
         self.w1, self.w2 = d1, d2
-        self.config.layout = to
+        self.config = to
 
     # -- whole layer ------------------------------------------------------------------------
     def forward(self, x, router_logits, *, correction_bias=None, out=None, stream=None):
@@ -297,8 +301,9 @@ def moe_align_capacity(tokens: int, top_k: int, num_experts: int, block_m: int) 
     return _fusekit.moe_align_capacity(int(tokens), int(top_k), int(num_experts), int(block_m))
 
 
-def moe_preferred_layout(config) -> str:
-    return _fusekit.moe_preferred_layout(config)
+def moe_prepared_config(config):
+    """config with the weight format the fastest kernels of the current device read (a copy)."""
+    return _fusekit.moe_prepared_config(config)
 
 
 def align_block_m(config, like) -> int:

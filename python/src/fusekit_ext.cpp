@@ -432,14 +432,14 @@ void moe_finalize(const fusekit::MoeConfig& config, nb::handle y, nb::handle out
   call([&] { return fusekit::moe_finalize(config, yi.view, o.view, stream_ptr(stream)); });
 }
 
-void moe_prepare_weights(const fusekit::MoeConfig& config, nb::handle src_w1, nb::handle src_w2, nb::handle dst_w1,
-                         nb::handle dst_w2, std::uintptr_t stream) {
+void moe_prepare_weights(const fusekit::MoeConfig& config, const fusekit::MoeConfig& to, nb::handle src_w1,
+                         nb::handle src_w2, nb::handle dst_w1, nb::handle dst_w2, std::uintptr_t stream) {
   In s1 = input(src_w1, "w1");
   In s2 = input(src_w2, "w2");
   Out d1 = output(dst_w1, "dst_w1");
   Out d2 = output(dst_w2, "dst_w2");
   fusekit::MoeWeights src{s1.view, s2.view}, dst{d1.view, d2.view};
-  call([&] { return fusekit::moe_prepare_weights(config, src, dst, stream_ptr(stream)); });
+  call([&] { return fusekit::moe_prepare_weights(config, to, src, dst, stream_ptr(stream)); });
 }
 
 std::size_t moe_workspace_size(const fusekit::MoeConfig& config) {
@@ -496,8 +496,7 @@ NB_MODULE(_fusekit, m) {
       .def("copy", [](const fusekit::MoeConfig& c) { return c; });
 
   m.def("moe_workspace_size", &moe_workspace_size, nb::arg("config"));
-  m.def("moe_preferred_layout",
-        [](const fusekit::MoeConfig& c) { return layout_name(fusekit::moe_preferred_layout(c)); }, nb::arg("config"));
+  m.def("moe_prepared_config", &fusekit::moe_prepared_config, nb::arg("config"));
   m.def(
       "moe_align_block_m",
       [](const fusekit::MoeConfig& c, bool cuda) {
@@ -523,6 +522,6 @@ NB_MODULE(_fusekit, m) {
         nb::arg("sorted_token_ids"), nb::arg("expert_ids"), nb::arg("expert_offsets"),
         nb::arg("num_tokens_post_padded"), nb::arg("topk_weights"), nb::arg("y"), nb::arg("stream"));
   m.def("moe_finalize", &moe_finalize, nb::arg("config"), nb::arg("y"), nb::arg("out"), nb::arg("stream"));
-  m.def("moe_prepare_weights", &moe_prepare_weights, nb::arg("config"), nb::arg("w1"), nb::arg("w2"),
+  m.def("moe_prepare_weights", &moe_prepare_weights, nb::arg("config"), nb::arg("to"), nb::arg("w1"), nb::arg("w2"),
         nb::arg("dst_w1"), nb::arg("dst_w2"), nb::arg("stream"));
 }

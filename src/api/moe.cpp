@@ -14,6 +14,7 @@
 #include <string>
 
 #include "api/validate.h"
+#include "common/moe_gate_up.h"
 #include "cpu/moe_cpu.h"
 #include "cpu/moe_ref.h"
 #include "fusekit/moe.h"
@@ -536,20 +537,30 @@ Status forward_impl(const MoeLayer& layer, const TensorView& x, const MoeRouterI
   }
 }
 
-// Host-side repack for CPU weights: per expert [A, B] -> [B, A] (or a copy).
-void repack_host(const TensorView& s, const TensorView& d, bool transpose) {
+// Host-side repack for CPU weights, per expert: [A, B] -> [B, A] when transposing (source
+// column b lands in row row_of(b)), else rows a -> row_of(a). row_of places W1's gate/up rows in
+// `order` from kHalves (w1_row); the identity for kHalves (W2, or W1 kept in its order).
+void repack_host(const TensorView& s, const TensorView& d, bool transpose, MoeGateUpOrder order) {
   const auto* src = static_cast<const std::uint16_t*>(s.data);
   auto* dst = static_cast<std::uint16_t*>(d.data);
-  if (!transpose) {
+  if (!transpose && order == MoeGateUpOrder::kHalves) {
     std::memcpy(dst, src, sizeof(std::uint16_t) * static_cast<std::size_t>(s.numel()));
     return;
   }
   const std::int64_t E = s.shape[0], A = s.shape[1], B = s.shape[2];
+  const std::int64_t rows = transpose ? B : A, half = rows / 2;
+  auto row_of = [&](std::int64_t r) {
+    return order == MoeGateUpOrder::kHalves ? r : w1_row(order, half, r % half, r >= half);
+  };
   for (std::int64_t e = 0; e < E; ++e) {
     const std::uint16_t* se = src + e * A * B;
     std::uint16_t* de = dst + e * A * B;
     for (std::int64_t a = 0; a < A; ++a) {
-      for (std::int64_t b = 0; b < B; ++b) de[b * A + a] = se[a * B + b];
+      if (transpose) {
+        for (std::int64_t b = 0; b < B; ++b) de[row_of(b) * A + a] = se[a * B + b];
+      } else {
+        std::memcpy(de + row_of(a) * B, se + a * B, sizeof(std::uint16_t) * static_cast<std::size_t>(B));
+      }
     }
   }
 }
@@ -611,24 +622,40 @@ Status moe_workspace_size(const MoeConfig& config, std::size_t* bytes) {
   return Status::Ok();
 }
 
-MoeWeightLayout moe_preferred_layout(const MoeConfig& config) {
+MoeConfig moe_prepared_config(const MoeConfig& config) {
 #if FUSEKIT_WITH_CUDA
-  return cuda_moe::preferred_layout(config);
+  return cuda_moe::prepared_config(config);
 #else
-  (void)config;
-  return MoeWeightLayout::kNK;  // the CPU oracle reads both layouts alike; NK needs no repack
+  MoeConfig to = config;
+  to.layout = MoeWeightLayout::kNK;  // the CPU oracle reads both layouts and orders alike
+  return to;
 #endif
 }
 
-Status moe_prepare_weights(const MoeConfig& config, const MoeWeights& src, const MoeWeights& dst, void* stream) {
+Status moe_prepare_weights(const MoeConfig& config, const MoeConfig& to, const MoeWeights& src,
+                           const MoeWeights& dst, void* stream) {
   FUSEKIT_RETURN_IF_ERROR(check_config(config, ConfigUse::kStage));
+  if (to.layout != MoeWeightLayout::kNK && to.layout != MoeWeightLayout::kKN) {
+    return invalid_argument("to.layout: expected kNK or kKN, got " + str(static_cast<std::int64_t>(to.layout)));
+  }
+  if (to.gate_up_order != MoeGateUpOrder::kHalves && to.gate_up_order != MoeGateUpOrder::kInterleaved8) {
+    return invalid_argument("to.gate_up_order: expected kHalves or kInterleaved8, got " +
+                            str(static_cast<std::int64_t>(to.gate_up_order)));
+  }
+  if (to.gate_up_order == MoeGateUpOrder::kInterleaved8 && to.layout != MoeWeightLayout::kNK) {
+    return invalid_argument("to.gate_up_order: kInterleaved8 needs layout kNK, got kKN");
+  }
+  if (to.num_experts != config.num_experts || to.hidden != config.hidden || to.intermediate != config.intermediate) {
+    return invalid_argument("to: must differ from config in layout and gate_up_order only, got (E, H, I) = (" +
+                            str(to.num_experts) + ", " + str(to.hidden) + ", " + str(to.intermediate) +
+                            ") vs config's (" + str(config.num_experts) + ", " + str(config.hidden) + ", " +
+                            str(config.intermediate) + ")");
+  }
+  if (config.gate_up_order != to.gate_up_order && config.gate_up_order != MoeGateUpOrder::kHalves) {
+    return invalid_argument("to.gate_up_order: W1 is reordered from kHalves only (config.gate_up_order is kInterleaved8)");
+  }
   FUSEKIT_RETURN_IF_ERROR(check_weight(src.w1, "src.w1", config, true));
   FUSEKIT_RETURN_IF_ERROR(check_weight(src.w2, "src.w2", config, false));
-  MoeConfig to = config;
-  to.layout = moe_preferred_layout(config);
-  if (config.gate_up_order == MoeGateUpOrder::kInterleaved8 && to.layout != MoeWeightLayout::kNK) {
-    return invalid_argument("config.gate_up_order: kInterleaved8 weights cannot be repacked to layout kKN");
-  }
   FUSEKIT_RETURN_IF_ERROR(check_weight(dst.w1, "dst.w1", to, true));
   FUSEKIT_RETURN_IF_ERROR(check_weight(dst.w2, "dst.w2", to, false));
   const TensorView& where = src.w1;
@@ -644,12 +671,13 @@ Status moe_prepare_weights(const MoeConfig& config, const MoeWeights& src, const
   FUSEKIT_RETURN_IF_ERROR(expect_disjoint(dst.w1, "dst.w1", {{&dst.w2, "dst.w2"}}));
   if (where.device == DeviceType::kCPU) {
     const bool transpose = to.layout != config.layout;
-    repack_host(src.w1, dst.w1, transpose);
-    repack_host(src.w2, dst.w2, transpose);
+    const bool reorder = to.gate_up_order != config.gate_up_order;  // kHalves -> kInterleaved8 only
+    repack_host(src.w1, dst.w1, transpose, reorder ? to.gate_up_order : MoeGateUpOrder::kHalves);
+    repack_host(src.w2, dst.w2, transpose, MoeGateUpOrder::kHalves);
     return Status::Ok();
   }
 #if FUSEKIT_WITH_CUDA
-  return cuda_moe::prepare_weights(config, src, dst, as_stream(stream));
+  return cuda_moe::prepare_weights(config, to, src, dst, as_stream(stream));
 #else
   (void)stream;
   return unsupported("src.w1: is on a CUDA device but this build of fusekit has no CUDA backend");

@@ -756,14 +756,14 @@ TEST(MoeStageErrors, Finalize) {
 TEST(MoeErrors, PrepareWeights) {
   Call c;
   Bytes d1(c.w1_buf.size(), 0x99), d2(c.w2_buf.size(), 0x99);
-  const MoeWeightLayout to = moe_preferred_layout(c.config);
-  const bool nk = to == MoeWeightLayout::kNK;
+  const MoeConfig to = moe_prepared_config(c.config);
+  const bool nk = to.layout == MoeWeightLayout::kNK;
   // dst in the other layout's shapes.
   MoeWeights dst{nk ? TensorView::contiguous(d1.data(), DType::kBF16, {8, 64, 48})
                     : TensorView::contiguous(d1.data(), DType::kBF16, {8, 48, 64}),
                  TensorView::contiguous(d2.data(), DType::kBF16, {8, 64, 24})};
   const auto before = d1.snapshot();
-  const Status st = moe_prepare_weights(c.config, c.layer.weights, dst, nullptr);
+  const Status st = moe_prepare_weights(c.config, to, c.layer.weights, dst, nullptr);
   EXPECT_EQ(st.message(), nk ? "dst.w1: expected shape [num_experts, 2*intermediate, hidden] = [8, 48, 64] (layout "
                                "kNK), got bf16[8, 64, 48] on cpu"
                              : "dst.w1: expected shape [num_experts, hidden, 2*intermediate] = [8, 64, 48] (layout "
@@ -771,9 +771,30 @@ TEST(MoeErrors, PrepareWeights) {
   EXPECT_TRUE(d1.snapshot() == before);
   MoeWeights same{c.layer.weights.w1, c.layer.weights.w2};
   if (nk) {
-    EXPECT_EQ(moe_prepare_weights(c.config, c.layer.weights, same, nullptr).message(),
+    EXPECT_EQ(moe_prepare_weights(c.config, to, c.layer.weights, same, nullptr).message(),
               "dst.w1: overlaps src.w1 (dst.w1 bf16[8, 48, 64] on cpu, src.w1 bf16[8, 48, 64] on cpu)");
   }
+  // The target format: another shape, kInterleaved8 in KN, and a reorder out of kInterleaved8.
+  MoeWeights good{TensorView::contiguous(d1.data(), DType::kBF16, {8, 48, 64}),
+                  TensorView::contiguous(d2.data(), DType::kBF16, {8, 64, 24})};
+  MoeConfig wider = to;
+  wider.hidden = 128;
+  EXPECT_EQ(moe_prepare_weights(c.config, wider, c.layer.weights, good, nullptr).message(),
+            "to: must differ from config in layout and gate_up_order only, got (E, H, I) = (8, 128, 24) vs config's "
+            "(8, 64, 24)");
+  MoeConfig kn_interleaved = to;
+  kn_interleaved.layout = MoeWeightLayout::kKN;
+  kn_interleaved.gate_up_order = MoeGateUpOrder::kInterleaved8;
+  EXPECT_EQ(moe_prepare_weights(c.config, kn_interleaved, c.layer.weights, good, nullptr).message(),
+            "to.gate_up_order: kInterleaved8 needs layout kNK, got kKN");
+  MoeConfig interleaved = c.config;
+  interleaved.layout = MoeWeightLayout::kNK;
+  interleaved.gate_up_order = MoeGateUpOrder::kInterleaved8;
+  MoeConfig halves = interleaved;
+  halves.gate_up_order = MoeGateUpOrder::kHalves;
+  EXPECT_EQ(moe_prepare_weights(interleaved, halves, good, good, nullptr).message(),
+            "to.gate_up_order: W1 is reordered from kHalves only (config.gate_up_order is kInterleaved8)");
+  EXPECT_TRUE(d1.snapshot() == before);
 }
 
 }  // namespace

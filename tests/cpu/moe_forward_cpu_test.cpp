@@ -264,27 +264,6 @@ TEST(MoeForwardCpu, AutoAndEnvironmentPickCpu) {
   EXPECT_EQ(run_forward(L, 5, ws).bytes(), want.bytes());
 }
 
-// Host prepare_weights: repacks into the preferred layout; the layer gives the same output.
-TEST(MoeForwardCpu, PrepareWeightsOnHost) {
-  auto rng = make_rng();
-  for (MoeWeightLayout from : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
-    Layer L({8, 2, 64, 40}, 6, from, MoeRoutingMode::kSoftmaxTopK, rng);
-    Workspace ws(L.config);
-    const Buf<bf16> before = run_forward(L, 6, ws);
-    const MoeWeightLayout to = moe_preferred_layout(L.config);
-    Layer P = L;  // copies the weights; rewritten below
-    P.config.layout = to;
-    P.w1 = Buf<bf16>(L.w1.size(), kBf16NaN);
-    P.w2 = Buf<bf16>(L.w2.size(), kBf16NaN);
-    const MoeLayer src = L.layer(), dst = P.layer();
-    const Status s = moe_prepare_weights(L.config, src.weights, dst.weights, nullptr);
-    ASSERT_TRUE(s.ok()) << s.to_string();
-    EXPECT_EQ(P.w1.vec(), as_layout(L.w1_nk, 8, 80, 64, to));
-    EXPECT_EQ(P.w2.vec(), as_layout(L.w2_nk, 8, 64, 40, to));
-    EXPECT_EQ(run_forward(P, 6, ws).bytes(), before.bytes());
-  }
-}
-
 // W1 [E, 2I, H] (kNK, gate rows then up rows) in MoeGateUpOrder::kInterleaved8 order.
 std::vector<bf16> interleave_gate_up(const std::vector<bf16>& w1, std::int64_t E, std::int64_t I, std::int64_t H) {
   std::vector<bf16> out(w1.size());
@@ -297,6 +276,41 @@ std::vector<bf16> interleave_gate_up(const std::vector<bf16>& w1, std::int64_t E
     }
   }
   return out;
+}
+
+// Host prepare_weights: repacks into any target format (layout, gate/up order) from either
+// layout; the weights land where the target's index functions read them and the layer gives the
+// same bits. The recommended format is NK (on this machine: no Hopper GPU, halves order).
+TEST(MoeForwardCpu, PrepareWeightsOnHost) {
+  auto rng = make_rng();
+  struct Target {
+    MoeWeightLayout layout;
+    MoeGateUpOrder order;
+  };
+  const Target targets[] = {{MoeWeightLayout::kNK, MoeGateUpOrder::kHalves},
+                            {MoeWeightLayout::kNK, MoeGateUpOrder::kInterleaved8},
+                            {MoeWeightLayout::kKN, MoeGateUpOrder::kHalves}};
+  for (MoeWeightLayout from : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    Layer L({8, 2, 64, 40}, 6, from, MoeRoutingMode::kSoftmaxTopK, rng);
+    Workspace ws(L.config);
+    const Buf<bf16> before = run_forward(L, 6, ws);
+    EXPECT_EQ(moe_prepared_config(L.config).layout, MoeWeightLayout::kNK);
+    for (const Target& t : targets) {
+      Layer P = L;  // copies the weights; rewritten below
+      P.config.layout = t.layout;
+      P.config.gate_up_order = t.order;
+      P.w1 = Buf<bf16>(L.w1.size(), kBf16NaN);
+      P.w2 = Buf<bf16>(L.w2.size(), kBf16NaN);
+      const MoeLayer src = L.layer(), dst = P.layer();
+      const Status s = moe_prepare_weights(L.config, P.config, src.weights, dst.weights, nullptr);
+      ASSERT_TRUE(s.ok()) << s.to_string();
+      const std::vector<bf16> w1_nk =
+          t.order == MoeGateUpOrder::kInterleaved8 ? interleave_gate_up(L.w1_nk, 8, 40, 64) : L.w1_nk;
+      EXPECT_EQ(P.w1.vec(), as_layout(w1_nk, 8, 80, 64, t.layout));
+      EXPECT_EQ(P.w2.vec(), as_layout(L.w2_nk, 8, 64, 40, t.layout));
+      EXPECT_EQ(run_forward(P, 6, ws).bytes(), before.bytes());
+    }
+  }
 }
 
 // The same layer with W1 in interleaved gate/up order gives the same bits, on both routing

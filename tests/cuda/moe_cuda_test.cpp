@@ -484,36 +484,49 @@ TEST(MoeCuda, RunToRunBitIdentical) {
   }
 }
 
+// prepare_weights on the device into the recommended format (on an H100: NK, W1 interleaved)
+// and into each format explicitly, from both layouts: the layer on the prepared weights matches
+// the layer on the originals (the same bits unless the layout changed, which changes kernels).
 TEST(MoeCuda, PreparedWeightsGiveTheSameLayer) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   auto rng = make_rng();
   for (MoeWeightLayout from : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
     Layer L({16, 4, 512, 264}, 300, from, MoeRoutingMode::kSoftmaxTopK, rng);
     DeviceWorkspace ws(L.config);
+    std::vector<MoeConfig> targets = {moe_prepared_config(L.config), L.config, L.config};
+    targets[1].layout = targets[2].layout = MoeWeightLayout::kNK;
+    targets[1].gate_up_order = MoeGateUpOrder::kHalves;
+    targets[2].gate_up_order = MoeGateUpOrder::kInterleaved8;
     for (std::int64_t T : {3, 300}) {
       DeviceBuffer out(static_cast<std::size_t>(T * 512 * 2));
       const auto before = bf16_to_float(device_forward(L, MoeBackend::kCuda, T, ws, out));
-      MoeConfig cfg = L.config;
-      const MoeWeightLayout to = moe_preferred_layout(cfg);
-      DeviceBuffer w1(L.dw1.bytes()), w2(L.dw2.bytes());
-      w1.poison();
-      w2.poison();
-      MoeLayer src = L.device_layer(MoeBackend::kCuda);
-      Layer& P = L;
-      const MoeConfig saved = P.config;
-      P.config.layout = to;
-      MoeWeights dst{Layer::view3(w1.data(), P.w1_shape(), DeviceType::kCUDA),
-                     Layer::view3(w2.data(), P.w2_shape(), DeviceType::kCUDA)};
-      const Status s = moe_prepare_weights(cfg, src.weights, dst, nullptr);
-      ASSERT_TRUE(s.ok()) << s.to_string();
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      std::swap(P.dw1, w1);
-      std::swap(P.dw2, w2);
-      const auto after = bf16_to_float(device_forward(P, MoeBackend::kCuda, T, ws, out));
-      EXPECT_TRUE(close_to(after, std::vector<double>(before.begin(), before.end()), 2e-3)) << "T=" << T;
-      std::swap(P.dw1, w1);
-      std::swap(P.dw2, w2);
-      P.config = saved;
+      const MoeConfig cfg = L.config;
+      for (const MoeConfig& to : targets) {
+        DeviceBuffer w1(L.dw1.bytes()), w2(L.dw2.bytes());
+        w1.poison();
+        w2.poison();
+        MoeLayer src = L.device_layer(MoeBackend::kCuda);
+        Layer& P = L;
+        P.config = to;
+        MoeWeights dst{Layer::view3(w1.data(), P.w1_shape(), DeviceType::kCUDA),
+                       Layer::view3(w2.data(), P.w2_shape(), DeviceType::kCUDA)};
+        const Status s = moe_prepare_weights(cfg, to, src.weights, dst, nullptr);
+        ASSERT_TRUE(s.ok()) << s.to_string();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        std::swap(P.dw1, w1);
+        std::swap(P.dw2, w2);
+        const auto after = bf16_to_float(device_forward(P, MoeBackend::kCuda, T, ws, out));
+        const std::string what = "T=" + std::to_string(T) + (from == MoeWeightLayout::kNK ? " from NK" : " from KN") +
+                                 (to.gate_up_order == MoeGateUpOrder::kInterleaved8 ? " to interleaved8" : " to halves");
+        if (to.layout == from) {
+          EXPECT_EQ(after, before) << what;
+        } else {
+          EXPECT_TRUE(close_to(after, std::vector<double>(before.begin(), before.end()), 2e-3)) << what;
+        }
+        std::swap(P.dw1, w1);
+        std::swap(P.dw2, w2);
+        P.config = cfg;
+      }
     }
   }
 }
@@ -521,7 +534,7 @@ TEST(MoeCuda, PreparedWeightsGiveTheSameLayer) {
 // W1 in MoeGateUpOrder::kInterleaved8 order (what the Hopper GEMM1 with SwiGLU in its epilogue
 // reads) gives the same bits as the same weights in halves order: decode sizes (row pointers
 // moved), the Hopper path (GEMM1 + SwiGLU fused instead of GEMM1, then a SwiGLU pass; on other
-// GPUs the sm_80 kernels with the moved rows) and cuda-ref. NOT RUN ON A GPU YET.
+// GPUs the sm_80 kernels with the moved rows) and cuda-ref.
 TEST(MoeCuda, InterleavedGateUpOrderGivesTheSameBits) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   auto rng = make_rng();

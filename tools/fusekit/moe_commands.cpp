@@ -698,8 +698,9 @@ int bench(const fusekit::cli::Args& args) {
   const int iters = static_cast<int>(args.get_int("iters", 30));
   const bool stages = args.get("stages", "1") != "0";
   const std::string order = args.get("gate-up-order", "halves");
-  if (order != "halves" && order != "interleaved8") {
-    std::printf("bench moe: --gate-up-order must be halves or interleaved8, got %s\n", order.c_str());
+  if (order != "halves" && order != "interleaved8" && order != "prepared") {
+    std::printf("bench moe: --gate-up-order must be halves, interleaved8 or prepared (moe_prepared_config's), got %s\n",
+                order.c_str());
     return 1;
   }
   const bool with_ref = args.has("ref");
@@ -713,7 +714,7 @@ int bench(const fusekit::cli::Args& args) {
   run.copy_gbps = fusekit::bench::measure_copy_gbps();
   run.matmul_tflops = fusekit::bench::measure_matmul_tflops();
   std::printf("bench moe on %s: copy %.0f GB/s (read + written), bf16 matmul %.0f TFLOP/s; bf16, layout %s\n",
-              run.device.c_str(), run.copy_gbps, run.matmul_tflops, "moe_preferred_layout");
+              run.device.c_str(), run.copy_gbps, run.matmul_tflops, "of moe_prepared_config");
   std::printf("%-18s %6s %-13s %11s %9s %9s %11s %7s %6s %9s\n", "case", "T", "op", "median_us", "TFLOP/s", "GB/s",
               "floor_us", "%floor", "timing", "err");
   cudaStream_t stream;
@@ -722,11 +723,9 @@ int bench(const fusekit::cli::Args& args) {
 
   for (const MoeCase* c : cases) {
     Variant v{MoeWeightLayout::kNK, c->mode};
-    {
-      MoeConfig probe = config_of(*c, v, 1);
-      v.layout = fusekit::moe_preferred_layout(probe);
-    }
-    if (order == "interleaved8") {
+    const MoeConfig prepared = fusekit::moe_prepared_config(config_of(*c, v, 1));
+    v.layout = prepared.layout;
+    if (order == "interleaved8" || (order == "prepared" && prepared.gate_up_order == MoeGateUpOrder::kInterleaved8)) {
       if (v.layout != MoeWeightLayout::kNK) {
         std::printf("%-18s  SKIPPED: --gate-up-order interleaved8 needs the NK layout\n", c->name);
         continue;
@@ -949,7 +948,7 @@ FUSEKIT_CLI_COMMAND("verify", "moe",
                     verify);
 FUSEKIT_CLI_COMMAND("bench", "moe",
                     "MoE forward and each stage: median us, TFLOP/s, GB/s of weights touched [--cases L] [--tokens L] "
-                    "[--gate-up-order halves|interleaved8] [--ref] [--json PATH]",
+                    "[--gate-up-order halves|interleaved8|prepared] [--ref] [--json PATH]",
                     bench);
 
 }  // namespace

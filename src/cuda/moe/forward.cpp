@@ -40,8 +40,11 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
   const bool gemm1_picks =
       router != nullptr && decode_gemm1_picks_from_logits(path, T, k, c.num_experts, c.routing.mode);
   if (print_config_enabled()) {
+    const bool swiglu_in_gemm1 =
+        path == ForwardPath::kHopperGrouped && c.gate_up_order == MoeGateUpOrder::kInterleaved8;
     print_config_once(describe_forward_path(T, k, c.num_experts, c.hidden, c.intermediate, path) +
-                      (gemm1_picks ? " (one token: gemm1 picks its experts from the logits)" : ""));
+                      (gemm1_picks ? " (one token: gemm1 picks its experts from the logits)" : "") +
+                      (swiglu_in_gemm1 ? " (W1 interleaved: SwiGLU in gemm1's epilogue, no swiglu pass)" : ""));
   }
 
   const std::int32_t* ids;

@@ -36,14 +36,15 @@ Status forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput*
 Status ref_forward(const MoeLayer& layer, const TensorView& x, const MoeRouterInput* router, const MoeRouted* routed,
                    const TensorView& out, const MoeWorkspace& workspace, cudaStream_t stream);
 
-// The layout the `cuda` kernels read best (moe_preferred_layout may forward to this).
-MoeWeightLayout preferred_layout(const MoeConfig& config);
+// The weight format the `cuda` kernels of the current device read best (moe_prepared_config).
+MoeConfig prepared_config(const MoeConfig& config);
 // block_m the `cuda` grouped GEMMs are built for; gemm1_swiglu/gemm2 return an
 // invalid-argument error naming block_m for any other alignment.block_m.
 std::int64_t align_block_m(const MoeConfig& config);
 
-// Repacks weights from config.layout into preferred_layout(config) (a device copy when they
-// are the same layout), on the stream.
-Status prepare_weights(const MoeConfig& config, const MoeWeights& src, const MoeWeights& dst, cudaStream_t stream);
+// Repacks weights from config's format into `to`'s (validated by moe_prepare_weights), on the
+// stream: a transpose between layouts, W1's rows moved into to.gate_up_order, or a device copy.
+Status prepare_weights(const MoeConfig& config, const MoeConfig& to, const MoeWeights& src, const MoeWeights& dst,
+                       cudaStream_t stream);
 
 }  // namespace fusekit::cuda_moe

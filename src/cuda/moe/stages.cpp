@@ -17,10 +17,23 @@ std::size_t workspace_size(const MoeConfig& config) {
   return std::max(workspace_layout(config).total, sm90::forward_workspace_size(config));  // Hopper path: sm90/
 }
 
-MoeWeightLayout preferred_layout(const MoeConfig& /*config*/) {
+MoeConfig prepared_config(const MoeConfig& config) {
+  MoeConfig to = config;
   // NK: torch's order (no repack), the decode kernels that read each hit expert once and fuse
   // the top-k sum exist for NK only, and the grouped GEMMs read both layouts alike.
-  return MoeWeightLayout::kNK;
+  to.layout = MoeWeightLayout::kNK;
+  // On Hopper the grouped GEMM1 applies SwiGLU in its epilogue when W1 is interleaved (no h
+  // buffer, no SwiGLU pass; H100: -3 to -5% per layer at T >= 1024 on the Qwen3 shapes, same
+  // bits; docs/PERF_NOTES.md, "MoE on Hopper v3"). Every other reader takes either order.
+  // Expert/tensor parallelism slices W1 in halves order only.
+  int device = 0;
+  const bool single_device = config.expert_parallel_size == 1;
+  const bool cuda = config.backend == MoeBackend::kCuda || config.backend == MoeBackend::kAuto;
+  if (single_device && cuda && cudaGetDevice(&device) == cudaSuccess && sm90::sm90_grouped_gemm_available(device)) {
+    to.gate_up_order = MoeGateUpOrder::kInterleaved8;
+  }
+  cudaGetLastError();  // no device: a CUDA build on a machine without a GPU keeps the order
+  return to;
 }
 
 std::int64_t align_block_m(const MoeConfig& config) { return block_m_for(config); }
@@ -121,19 +134,38 @@ Status finalize(const MoeConfig& config, const TensorView& y, const TensorView& 
   return launch_finalize_topk_sum(p, stream);
 }
 
-Status prepare_weights(const MoeConfig& config, const MoeWeights& src, const MoeWeights& dst, cudaStream_t stream) {
-  const MoeWeightLayout to = preferred_layout(config);
+Status prepare_weights(const MoeConfig& config, const MoeConfig& to, const MoeWeights& src, const MoeWeights& dst,
+                       cudaStream_t stream) {
+  const bool reorder = config.gate_up_order != to.gate_up_order;  // kHalves -> kInterleaved8 (validated)
+  const auto copy = [&](const TensorView& s, void* d, std::size_t bytes) {
+    return cudaMemcpyAsync(d, s.data, bytes, cudaMemcpyDeviceToDevice, stream);
+  };
+  // W2 never reorders; W1 takes to's order (the transpose places the rows itself).
   const TensorView* pairs[2][2] = {{&src.w1, &dst.w1}, {&src.w2, &dst.w2}};
-  for (const auto& sd : pairs) {
-    const TensorView& s = *sd[0];
-    const TensorView& d = *sd[1];
-    if (config.layout == to) {
-      FUSEKIT_CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(d.data, s.data, s.numel() * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream));
-    } else {
+  for (int w = 0; w < 2; ++w) {
+    const TensorView& s = *pairs[w][0];
+    const TensorView& d = *pairs[w][1];
+    const MoeGateUpOrder order = w == 0 ? to.gate_up_order : MoeGateUpOrder::kHalves;
+    if (config.layout != to.layout) {
       FUSEKIT_RETURN_IF_ERROR(launch_transpose_experts_bf16(static_cast<const __nv_bfloat16*>(s.data),
                                                             static_cast<__nv_bfloat16*>(d.data), s.shape[0],
-                                                            s.shape[1], s.shape[2], stream));
+                                                            s.shape[1], s.shape[2], order, stream));
+    } else if (w == 0 && reorder) {
+      // NK halves -> NK interleaved8: per expert, the I/8 blocks of 8 gate rows go to even
+      // 8-row blocks and the up blocks to odd ones (two strided 2-D copies per expert).
+      const std::size_t row = static_cast<std::size_t>(s.shape[2]) * sizeof(__nv_bfloat16);
+      const std::int64_t I = s.shape[1] / 2;
+      for (std::int64_t e = 0; e < s.shape[0]; ++e) {
+        const char* se = static_cast<const char*>(s.data) + e * 2 * I * row;
+        char* de = static_cast<char*>(d.data) + e * 2 * I * row;
+        for (int up = 0; up < 2; ++up) {
+          FUSEKIT_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(de + up * 8 * row, 16 * row, se + up * I * row, 8 * row,
+                                                         8 * row, static_cast<std::size_t>(I / 8),
+                                                         cudaMemcpyDeviceToDevice, stream));
+        }
+      }
+    } else {
+      FUSEKIT_CUDA_RETURN_IF_ERROR(copy(s, d.data, s.numel() * sizeof(__nv_bfloat16)));
     }
   }
   return Status::Ok();
