@@ -121,8 +121,8 @@ Status moe_workspace_size(const MoeConfig& config, std::size_t* bytes);
 
 // Optional, once per layer (an engine's weight loading). moe_prepared_config(config) is config
 // with the weight format the fastest kernels of the current device read: layout kNK, and with
-// the `cuda` backend on a Hopper GPU (single device) W1 in kInterleaved8 order, so that the
-// grouped GEMM1 applies SwiGLU in its epilogue. moe_prepare_weights writes `src` (config's
+// the `cuda` backend on a Hopper GPU (single device) W1 in kInterleaved8 order where that pays
+// (intermediate <= 4096, measured), so that the grouped GEMM1 applies SwiGLU in its epilogue. moe_prepare_weights writes `src` (config's
 // layout and gate/up order) into `dst` (to's); `to` may differ from config in layout and
 // gate_up_order only, and W1 is reordered from kHalves only. Then forward with MoeLayer{to, dst}.
 // Host weights are repacked on the host before returning; device weights on `stream`.

@@ -23,13 +23,13 @@ MoeConfig prepared_config(const MoeConfig& config) {
   // the top-k sum exist for NK only, and the grouped GEMMs read both layouts alike.
   to.layout = MoeWeightLayout::kNK;
   // On Hopper the grouped GEMM1 applies SwiGLU in its epilogue when W1 is interleaved (no h
-  // buffer, no SwiGLU pass; H100: -3 to -5% per layer at T >= 1024 on the Qwen3 shapes, same
-  // bits; docs/PERF_NOTES.md, "MoE on Hopper v3"). Every other reader takes either order.
-  // Expert/tensor parallelism slices W1 in halves order only.
+  // buffer, no SwiGLU pass, same bits) where that pays (sm90::swiglu_in_gemm1_pays, measured).
+  // Every other reader takes either order. Expert/tensor parallelism slices W1 in halves order only.
   int device = 0;
   const bool single_device = config.expert_parallel_size == 1;
   const bool cuda = config.backend == MoeBackend::kCuda || config.backend == MoeBackend::kAuto;
-  if (single_device && cuda && cudaGetDevice(&device) == cudaSuccess && sm90::sm90_grouped_gemm_available(device)) {
+  if (single_device && cuda && sm90::swiglu_in_gemm1_pays(config.intermediate) && cudaGetDevice(&device) == cudaSuccess &&
+      sm90::sm90_grouped_gemm_available(device)) {
     to.gate_up_order = MoeGateUpOrder::kInterleaved8;
   }
   cudaGetLastError();  // no device: a CUDA build on a machine without a GPU keeps the order
