@@ -56,10 +56,11 @@ Sm90MoeConfig choose_sm90_config(const MoeProblem& problem);
 
 // Whether W1 should be prepared in kInterleaved8 order for this layer (moe_prepared_config), so
 // that GEMM1 applies SwiGLU in its epilogue. A property of the layer, not of T. Measured on the
-// H100 (bench/results/moe_h100.json vs moe_h100_torch_order.json, one session): Qwen3-30B-A3B
-// (I = 768) and Qwen3-235B-A22B (I = 1536) gain 0-13% at every T from 1 to 16384; Mixtral-8x7B
-// (I = 14336) gains 1-2% up to T = 1024 but loses 5% at T = 4096 and 9% at T = 16384, where the
-// fused epilogue's register stores of its wide GEMM1 cost more than the SwiGLU pass they save.
+// H100, both orders in one process (bench/results/moe_tile64x256_h100.json vs
+// moe_tile64x256_interleaved8_h100.json; moe_prepare_ab_h100.json at T = 1, 8): Qwen3-30B-A3B
+// (I = 768) -0.8 / -4.5 / -3.9% at T = 1024 / 4096 / 16384 and -0.5 us at T = 1; Qwen3-235B-A22B
+// (I = 1536) -1.8 / -2.9 / +0.8%; Mixtral-8x7B (I = 14336) -3.3 / +2.5 / +1.4%: its wide GEMM1
+// gives back in the fused epilogue's register stores what the SwiGLU pass would cost.
 constexpr std::int64_t kSwigluInGemm1MaxIntermediate = 4096;
 inline bool swiglu_in_gemm1_pays(std::int64_t intermediate) {
   return intermediate <= kSwigluInGemm1MaxIntermediate;
