@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/cuda_check.h"
+#include "common/moe_gate_up.h"
 #include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/moe_cuda.h"
@@ -137,9 +138,6 @@ Status finalize(const MoeConfig& config, const TensorView& y, const TensorView& 
 Status prepare_weights(const MoeConfig& config, const MoeConfig& to, const MoeWeights& src, const MoeWeights& dst,
                        cudaStream_t stream) {
   const bool reorder = config.gate_up_order != to.gate_up_order;  // kHalves -> kInterleaved8 (validated)
-  const auto copy = [&](const TensorView& s, void* d, std::size_t bytes) {
-    return cudaMemcpyAsync(d, s.data, bytes, cudaMemcpyDeviceToDevice, stream);
-  };
   // W2 never reorders; W1 takes to's order (the transpose places the rows itself).
   const TensorView* pairs[2][2] = {{&src.w1, &dst.w1}, {&src.w2, &dst.w2}};
   for (int w = 0; w < 2; ++w) {
@@ -151,21 +149,26 @@ Status prepare_weights(const MoeConfig& config, const MoeConfig& to, const MoeWe
                                                             static_cast<__nv_bfloat16*>(d.data), s.shape[0],
                                                             s.shape[1], s.shape[2], order, stream));
     } else if (w == 0 && reorder) {
-      // NK halves -> NK interleaved8: per expert, the I/8 blocks of 8 gate rows go to even
-      // 8-row blocks and the up blocks to odd ones (two strided 2-D copies per expert).
+      // NK halves -> NK in to's order: per expert and half (gate, up), the I/8 runs of 8
+      // consecutive rows (both orders keep 8 columns' rows together) move as one strided 2-D
+      // copy, its offsets and pitch read off the index function.
       const std::size_t row = static_cast<std::size_t>(s.shape[2]) * sizeof(__nv_bfloat16);
       const std::int64_t I = s.shape[1] / 2;
+      const std::size_t dst_pitch = static_cast<std::size_t>(w1_row(order, I, 8, false) - w1_row(order, I, 0, false));
       for (std::int64_t e = 0; e < s.shape[0]; ++e) {
         const char* se = static_cast<const char*>(s.data) + e * 2 * I * row;
         char* de = static_cast<char*>(d.data) + e * 2 * I * row;
-        for (int up = 0; up < 2; ++up) {
-          FUSEKIT_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(de + up * 8 * row, 16 * row, se + up * I * row, 8 * row,
-                                                         8 * row, static_cast<std::size_t>(I / 8),
-                                                         cudaMemcpyDeviceToDevice, stream));
+        for (bool up : {false, true}) {
+          const char* from = se + w1_row(MoeGateUpOrder::kHalves, I, 0, up) * row;
+          char* into = de + w1_row(order, I, 0, up) * row;
+          FUSEKIT_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(into, dst_pitch * row, from, 8 * row, 8 * row,
+                                                         static_cast<std::size_t>(I / 8), cudaMemcpyDeviceToDevice,
+                                                         stream));
         }
       }
     } else {
-      FUSEKIT_CUDA_RETURN_IF_ERROR(copy(s, d.data, s.numel() * sizeof(__nv_bfloat16)));
+      FUSEKIT_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(d.data, s.data, s.numel() * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream));
     }
   }
   return Status::Ok();
