@@ -59,6 +59,21 @@ Status check_width(std::int64_t v, const char* name) {
   return Status::Ok();
 }
 
+// The weight format of `c` (named `name` in errors: "config", or moe_prepare_weights' "to").
+Status check_weight_format(const MoeConfig& c, const std::string& name) {
+  if (c.layout != MoeWeightLayout::kNK && c.layout != MoeWeightLayout::kKN) {
+    return invalid_argument(name + ".layout: expected kNK or kKN, got " + str(static_cast<std::int64_t>(c.layout)));
+  }
+  if (c.gate_up_order != MoeGateUpOrder::kHalves && c.gate_up_order != MoeGateUpOrder::kInterleaved8) {
+    return invalid_argument(name + ".gate_up_order: expected kHalves or kInterleaved8, got " +
+                            str(static_cast<std::int64_t>(c.gate_up_order)));
+  }
+  if (c.gate_up_order == MoeGateUpOrder::kInterleaved8 && c.layout != MoeWeightLayout::kNK) {
+    return invalid_argument(name + ".gate_up_order: kInterleaved8 needs layout kNK, got kKN");
+  }
+  return Status::Ok();
+}
+
 Status check_routing(const MoeConfig& c) {
   const MoeRouting& r = c.routing;
   if (r.mode != MoeRoutingMode::kSoftmaxTopK && r.mode != MoeRoutingMode::kSigmoidGroupedTopK) {
@@ -122,16 +137,7 @@ Status check_config(const MoeConfig& c, ConfigUse use) {
   }
   FUSEKIT_RETURN_IF_ERROR(check_width(c.hidden, "config.hidden"));
   FUSEKIT_RETURN_IF_ERROR(check_width(c.intermediate, "config.intermediate"));
-  if (c.layout != MoeWeightLayout::kNK && c.layout != MoeWeightLayout::kKN) {
-    return invalid_argument("config.layout: expected kNK or kKN, got " + str(static_cast<std::int64_t>(c.layout)));
-  }
-  if (c.gate_up_order != MoeGateUpOrder::kHalves && c.gate_up_order != MoeGateUpOrder::kInterleaved8) {
-    return invalid_argument("config.gate_up_order: expected kHalves or kInterleaved8, got " +
-                            str(static_cast<std::int64_t>(c.gate_up_order)));
-  }
-  if (c.gate_up_order == MoeGateUpOrder::kInterleaved8 && c.layout != MoeWeightLayout::kNK) {
-    return invalid_argument("config.gate_up_order: kInterleaved8 needs layout kNK, got kKN");
-  }
+  FUSEKIT_RETURN_IF_ERROR(check_weight_format(c, "config"));
   if (c.backend != MoeBackend::kAuto && c.backend != MoeBackend::kCpu && c.backend != MoeBackend::kCuda &&
       c.backend != MoeBackend::kCudaRef) {
     return invalid_argument("config.backend: unknown value " + str(static_cast<std::int64_t>(c.backend)) +
@@ -635,16 +641,7 @@ MoeConfig moe_prepared_config(const MoeConfig& config) {
 Status moe_prepare_weights(const MoeConfig& config, const MoeConfig& to, const MoeWeights& src,
                            const MoeWeights& dst, void* stream) {
   FUSEKIT_RETURN_IF_ERROR(check_config(config, ConfigUse::kStage));
-  if (to.layout != MoeWeightLayout::kNK && to.layout != MoeWeightLayout::kKN) {
-    return invalid_argument("to.layout: expected kNK or kKN, got " + str(static_cast<std::int64_t>(to.layout)));
-  }
-  if (to.gate_up_order != MoeGateUpOrder::kHalves && to.gate_up_order != MoeGateUpOrder::kInterleaved8) {
-    return invalid_argument("to.gate_up_order: expected kHalves or kInterleaved8, got " +
-                            str(static_cast<std::int64_t>(to.gate_up_order)));
-  }
-  if (to.gate_up_order == MoeGateUpOrder::kInterleaved8 && to.layout != MoeWeightLayout::kNK) {
-    return invalid_argument("to.gate_up_order: kInterleaved8 needs layout kNK, got kKN");
-  }
+  FUSEKIT_RETURN_IF_ERROR(check_weight_format(to, "to"));
   if (to.num_experts != config.num_experts || to.hidden != config.hidden || to.intermediate != config.intermediate) {
     return invalid_argument("to: must differ from config in layout and gate_up_order only, got (E, H, I) = (" +
                             str(to.num_experts) + ", " + str(to.hidden) + ", " + str(to.intermediate) +
