@@ -26,14 +26,15 @@ MoeConfig prepared_config(const MoeConfig& config) {
   // On Hopper the grouped GEMM1 applies SwiGLU in its epilogue when W1 is interleaved (no h
   // buffer, no SwiGLU pass, same bits) where that pays (sm90::swiglu_in_gemm1_pays, measured).
   // Every other reader takes either order. Expert/tensor parallelism slices W1 in halves order only.
-  int device = 0;
   const bool single_device = config.expert_parallel_size == 1;
   const bool cuda = config.backend == MoeBackend::kCuda || config.backend == MoeBackend::kAuto;
-  if (single_device && cuda && sm90::swiglu_in_gemm1_pays(config.intermediate) && cudaGetDevice(&device) == cudaSuccess &&
-      sm90::sm90_grouped_gemm_available(device)) {
-    to.gate_up_order = MoeGateUpOrder::kInterleaved8;
+  if (!single_device || !cuda || !sm90::swiglu_in_gemm1_pays(config.intermediate)) return to;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();  // no device (a CUDA build on a machine without a GPU): keep the order
+    return to;           // and clear only the error this call raised, not one the caller has pending
   }
-  cudaGetLastError();  // no device: a CUDA build on a machine without a GPU keeps the order
+  if (sm90::sm90_grouped_gemm_available(device)) to.gate_up_order = MoeGateUpOrder::kInterleaved8;
   return to;
 }
 
