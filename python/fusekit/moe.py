@@ -127,8 +127,8 @@ class MoE:
     prepare     copy the weights once into the format the fastest kernels of the current
                 device read (fusekit.moe_prepared_config: layout "nk", and on a Hopper GPU
                 W1 in "interleaved8" order for intermediate <= 4096, SwiGLU then runs in
-                GEMM1's epilogue) when it
-                differs from ``layout`` / ``gate_up_order``. The layer then holds the copy.
+                GEMM1's epilogue) when it differs from ``layout`` / ``gate_up_order``. The
+                layer then holds the copy.
     gate_up_order  "halves" (W1's gate rows, then its up rows) or "interleaved8" (layout "nk"
                 only: blocks of 8 gate rows and 8 up rows alternate; the order the Hopper GEMM1
                 with SwiGLU in its epilogue reads).

@@ -545,7 +545,7 @@ Status forward_impl(const MoeLayer& layer, const TensorView& x, const MoeRouterI
 
 // Host-side repack for CPU weights, per expert: [A, B] -> [B, A] when transposing (source
 // column b lands in row row_of(b)), else rows a -> row_of(a). row_of places W1's gate/up rows in
-// `order` from kHalves (w1_row); the identity for kHalves (W2, or W1 kept in its order).
+// `order` from kHalves (w1_row_from_halves); the identity for kHalves (W2, or W1 kept in its order).
 void repack_host(const TensorView& s, const TensorView& d, bool transpose, MoeGateUpOrder order) {
   const auto* src = static_cast<const std::uint16_t*>(s.data);
   auto* dst = static_cast<std::uint16_t*>(d.data);
@@ -554,10 +554,8 @@ void repack_host(const TensorView& s, const TensorView& d, bool transpose, MoeGa
     return;
   }
   const std::int64_t E = s.shape[0], A = s.shape[1], B = s.shape[2];
-  const std::int64_t rows = transpose ? B : A, half = rows / 2;
-  auto row_of = [&](std::int64_t r) {
-    return order == MoeGateUpOrder::kHalves ? r : w1_row(order, half, r % half, r >= half);
-  };
+  const std::int64_t half = (transpose ? B : A) / 2;
+  auto row_of = [&](std::int64_t r) { return w1_row_from_halves(order, half, r); };
   for (std::int64_t e = 0; e < E; ++e) {
     const std::uint16_t* se = src + e * A * B;
     std::uint16_t* de = dst + e * A * B;

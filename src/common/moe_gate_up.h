@@ -22,4 +22,11 @@ FUSEKIT_HOST_DEVICE inline std::int64_t w1_row(MoeGateUpOrder order, std::int64_
   return (up ? intermediate : 0) + c;
 }
 
+// Where row r of a kHalves W1 (r in [0, 2I)) lands in `order`: the row map of moe_prepare_weights.
+FUSEKIT_HOST_DEVICE inline std::int64_t w1_row_from_halves(MoeGateUpOrder order, std::int64_t intermediate,
+                                                           std::int64_t r) {
+  if (order == MoeGateUpOrder::kHalves) return r;
+  return w1_row(order, intermediate, r % intermediate, r >= intermediate);
+}
+
 }  // namespace fusekit

@@ -170,8 +170,8 @@ struct FinalizeParams {
 Status launch_finalize_topk_sum(const FinalizeParams& p, cudaStream_t stream);
 
 // Per-expert transpose [E, R, C] -> [E, C', R] (prepare_weights between layouts): source column
-// c lands in row c' = w1_row(dst_order, C / 2, c % (C / 2), c >= C / 2), which is c itself for
-// kHalves (W2, and W1 kept in halves order).
+// c lands in row c' = w1_row_from_halves(dst_order, C / 2, c), which is c itself for kHalves
+// (W2, and W1 kept in halves order).
 Status launch_transpose_experts_bf16(const __nv_bfloat16* src, __nv_bfloat16* dst, std::int64_t experts,
                                      std::int64_t rows, std::int64_t cols, MoeGateUpOrder dst_order,
                                      cudaStream_t stream);

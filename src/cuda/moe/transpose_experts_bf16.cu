@@ -25,8 +25,7 @@ __global__ void __launch_bounds__(kTile * 8) transpose_experts_bf16_kernel(const
   __syncthreads();
   for (int i = threadIdx.y; i < kTile; i += 8) {
     const std::int64_t c = c0 + i, r = r0 + threadIdx.x;
-    const std::int64_t half = cols / 2;
-    const std::int64_t row = dst_order == MoeGateUpOrder::kHalves ? c : w1_row(dst_order, half, c % half, c >= half);
+    const std::int64_t row = w1_row_from_halves(dst_order, cols / 2, c);
     if (r < rows && c < cols) dst[base + row * rows + r] = tile[threadIdx.x][i];
   }
 }
