@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (16 cores): builds fusekit for sm_90a only into build-device/,
 # with GoogleTest and CUTLASS from .carry/ (see scripts/device_carry.sh).
-# Extra CMake arguments: FUSEKIT_CMAKE_ARGS.
+# Extra CMake arguments: FUSEKIT_CMAKE_ARGS; build only some targets: FUSEKIT_BUILD_TARGETS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d /tmp/site/cutlass_library ]; then
@@ -16,7 +16,7 @@ if [ ! -f build-device/CMakeCache.txt ]; then
     "-DFUSEKIT_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a" ${FUSEKIT_CMAKE_ARGS:-} -Wno-dev -Wno-deprecated >/dev/null
 fi
 # -k 0: one broken target (someone else's work in progress) does not stop the others.
-if ! cmake --build build-device -j "$(nproc)" -- -k 0 > build-device/build.log 2>&1; then
+if ! cmake --build build-device -j "$(nproc)" ${FUSEKIT_BUILD_TARGETS:+--target $FUSEKIT_BUILD_TARGETS} -- -k 0 > build-device/build.log 2>&1; then
   grep -E 'error|Error' build-device/build.log | head -40
   tail -20 build-device/build.log
   echo "device_build: SOME TARGETS FAILED (see above); continuing with what was built"

@@ -224,7 +224,8 @@ TEST_P(Sm90ExpertsTest, AllPairsOnOneExpert) {
 
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90ExpertsTest,
                          ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                                              GemmTile::kCooperative128x256, GemmTile::kPingpong64x256),
+                                                              GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
+                                                              GemmTile::kPingpong64x128k128),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
 
 TEST_P(Sm90ExpertsTest, FewTokens) {

@@ -157,7 +157,8 @@ TEST_P(Sm90GroupedGemmTest, AllRowsInOneGroup) {
 
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90GroupedGemmTest,
                          ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                                              GemmTile::kCooperative128x256, GemmTile::kPingpong64x256),
+                                                              GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
+                                                              GemmTile::kPingpong64x128k128),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
 
 // A group whose first row starts past 2^31 elements of A: the per-group pointers are 64-bit.
@@ -348,7 +349,8 @@ TEST_P(Sm90SwigluEpilogueTest, SameBitsAsUnfusedGemmThenSwiglu) {
 
 INSTANTIATE_TEST_SUITE_P(Tiles, Sm90SwigluEpilogueTest,
                          ::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                           GemmTile::kCooperative128x256, GemmTile::kPingpong64x256));
+                                           GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
+                                                              GemmTile::kPingpong64x128k128));
 
 TEST(Sm90GroupedGemm, SwigluEpilogueBadArgumentsAreErrors) {
   SKIP_WITHOUT_SM90();

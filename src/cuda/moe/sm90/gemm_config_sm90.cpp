@@ -12,6 +12,7 @@ constexpr GemmTile kPingpong64x128 = GemmTile::kPingpong64x128;
 constexpr GemmTile kCooperative128x128 = GemmTile::kCooperative128x128;
 constexpr GemmTile kCooperative128x256 = GemmTile::kCooperative128x256;
 constexpr GemmTile kPingpong64x256 = GemmTile::kPingpong64x256;
+constexpr GemmTile kPingpong64x128k128 = GemmTile::kPingpong64x128k128;
 
 const TunedEntry kTuned[] = {
 #include "cuda/moe/sm90/tuned_configs_sm90.inc"
@@ -19,7 +20,7 @@ const TunedEntry kTuned[] = {
 };
 
 GemmTile heuristic_tile(double rows_per_expert) {
-  if (rows_per_expert <= 48) return kPingpong64x128;
+  if (rows_per_expert <= 48) return kPingpong64x128k128;
   if (rows_per_expert <= 384) return kPingpong64x256;
   return kCooperative128x256;
 }

@@ -4,19 +4,21 @@
 // heuristic below, whose ranges are stated in rows per expert m = T*k/E (the M of each
 // expert's GEMM when routing is balanced):
 //
-//   m <= 48        pingpong 64x128x64       weight-read bound: the smallest M tile wastes the
+//   m <= 48        pingpong 64x128x128      weight-read bound: the smallest M tile wastes the
 //                                           fewest tensor-core cycles; 2 consumer warpgroups on
-//                                           alternate tiles hide the epilogue
+//                                           alternate tiles hide the epilogue; K = 128 per step
+//                                           reads 256 contiguous bytes of each weight row (DRAM
+//                                           serves that ~7% faster than 128: grouped_gemm_probe)
 //   48 < m <= 384  pingpong 64x256x64       mid: 64-row M tiles waste little of m = 64..384 rows
 //                                           (a 128-row tile wastes ~20% of 256 +- 16), 256-wide
 //                                           N tiles halve the B re-reads of 64x128, and the
 //                                           pingpong epilogue overlaps the next tile's mainloop
 //   m > 384        cooperative 128x256x64   compute bound: the largest tile, B multicast over a
 //                  (cluster 2x1)            2x1 cluster halves weight traffic into L2/SMEM
-// (Bounds from `fusekit tune moe` on H100, bench/results/moe_tune_h100.json: 64x128 wins or
-// ties up to m = 32 on all three model shapes; 64x256 wins from m = 64 (Mixtral) or 128 (Qwen
-// shapes) to 256 and on most GEMMs at m = 512; 128x256 wins from m = 1024. Cooperative 128x128
-// wins two GEMMs at m = 64 by 1-2% and is kept for the table only.)
+// (Bounds from `fusekit tune moe` on H100, bench/results/moe_tune_h100.json: 64x128x128 wins
+// up to m = 64 on the Qwen shapes (1-7% over 64x128x64) and up to m = 32 on Mixtral; 64x256
+// wins from m = 64 (Mixtral) or 128 (Qwen shapes) to 256-512; 128x256 wins from m = 1024.
+// 64x128x64 and cooperative 128x128 no longer win a row; they stay tuner candidates.)
 //
 // Both GEMMs of the layer get their own choice (gemm1: N = 2I, K = H; gemm2: N = H, K = I).
 #pragma once

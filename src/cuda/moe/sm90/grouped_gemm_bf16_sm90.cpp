@@ -41,12 +41,13 @@ const char* gemm_tile_name(GemmTile tile) {
     case GemmTile::kCooperative128x128: return "cooperative_128x128x64_c1x1";
     case GemmTile::kCooperative128x256: return "cooperative_128x256x64_c2x1";
     case GemmTile::kPingpong64x256: return "pingpong_64x256x64_c1x1";
+    case GemmTile::kPingpong64x128k128: return "pingpong_64x128x128_c1x1";
   }
   return "unknown";
 }
 
 int gemm_tile_block_m(GemmTile tile) {
-  return tile == GemmTile::kPingpong64x128 || tile == GemmTile::kPingpong64x256 ? 64 : 128;
+  return tile == GemmTile::kCooperative128x128 || tile == GemmTile::kCooperative128x256 ? 128 : 64;
 }
 
 bool sm90_grouped_gemm_available(int device) {
@@ -126,6 +127,7 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
       case GemmTile::kCooperative128x128: return detail::gemm_sm90_coop128x128_nk_swiglu(launch, stream);
       case GemmTile::kCooperative128x256: return detail::gemm_sm90_coop128x256_nk_swiglu(launch, stream);
       case GemmTile::kPingpong64x256: return detail::gemm_sm90_pingpong64x256_nk_swiglu(launch, stream);
+      case GemmTile::kPingpong64x128k128: return detail::gemm_sm90_pingpong64x128k128_nk_swiglu(launch, stream);
     }
   }
   switch (args.tile) {
@@ -137,10 +139,13 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
       return nk ? detail::gemm_sm90_coop128x256_nk(launch, stream) : detail::gemm_sm90_coop128x256_kn(launch, stream);
     case GemmTile::kPingpong64x256:
       return nk ? detail::gemm_sm90_pingpong64x256_nk(launch, stream) : detail::gemm_sm90_pingpong64x256_kn(launch, stream);
+    case GemmTile::kPingpong64x128k128:
+      return nk ? detail::gemm_sm90_pingpong64x128k128_nk(launch, stream)
+                : detail::gemm_sm90_pingpong64x128k128_kn(launch, stream);
   }
   return invalid_argument(
       "grouped_gemm_bf16_sm90: tile must be one of pingpong_64x128x64_c1x1, cooperative_128x128x64_c1x1, "
-      "cooperative_128x256x64_c2x1, pingpong_64x256x64_c1x1");
+      "cooperative_128x256x64_c2x1, pingpong_64x256x64_c1x1, pingpong_64x128x128_c1x1");
 #endif
 }
 

@@ -34,10 +34,11 @@ enum class GemmTile {
   kCooperative128x128,  // 128x128x64 tile, 2 consumer warpgroups split M, cluster 1x1
   kCooperative128x256,  // 128x256x64 tile, 2 consumer warpgroups split M, cluster 2x1 (B multicast)
   kPingpong64x256,      // 64x256x64 tile, as kPingpong64x128 with half as many tiles per group
+  kPingpong64x128k128,  // 64x128x128 tile: 256 contiguous bytes of each weight row per load step
 };
 // (A pingpong 128x128x64 c2x1 tile was tried and never won on H100 for the shapes:
 // bench/results/moe_tune_h100.json, records "pingpong_128x128x64_c2x1"; it was dropped.)
-constexpr int kNumGemmTiles = 4;
+constexpr int kNumGemmTiles = 5;
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
 
@@ -105,10 +106,13 @@ FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_kn)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_kn)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_nk)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_kn)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_nk_swiglu)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_nk_swiglu)
 #undef FUSEKIT_SM90_GEMM_DECL
 }  // namespace detail
 

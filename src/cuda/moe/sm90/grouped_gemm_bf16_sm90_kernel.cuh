@@ -63,6 +63,12 @@ using Pingpong64x128 = TileConfig<cute::Shape<_64, _128, _64>, cute::Shape<_1, _
 using Pingpong64x256 = TileConfig<cute::Shape<_64, _256, _64>, cute::Shape<_1, _1, _1>,
                                   cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
                                   cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
+// K = 128 per load step: each weight row is read 256 contiguous bytes at a time (two 128B-swizzled
+// TMA boxes back to back) instead of 128, which DRAM serves measurably faster when the GEMM is
+// weight-bound (bench/grouped_gemm_probe.cu: ~7% on a plain read with the tile's walk).
+using Pingpong64x128K128 = TileConfig<cute::Shape<_64, _128, _128>, cute::Shape<_1, _1, _1>,
+                                      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
+                                      cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
 using Cooperative128x128 = TileConfig<cute::Shape<_128, _128, _64>, cute::Shape<_1, _1, _1>,
                                       cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
                                       cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;

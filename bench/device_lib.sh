@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sourced by the one-call GPU scripts in bench/: the work folders, the test loop and the archive
+# that every such call repeated. The device returns only a few files from $OUT, so a call writes
+# its logs to $W and packs them into one archive at the end.
+#   source bench/device_lib.sh <name>   ->  OUT, W, B (the CLI), stamp, run_gpu_tests, pack
+DEVICE_CALL_NAME=${1:?usage: source bench/device_lib.sh <name>}
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${OUT:-/tmp/${DEVICE_CALL_NAME}_out}
+W=/tmp/${DEVICE_CALL_NAME}_work
+mkdir -p "$OUT" "$W"
+B=./build-device/fusekit
+DEVICE_CALL_T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - DEVICE_CALL_T0 ))s] $*"; }
+
+# Every MoE GPU suite (or the ones named), then the Python GPU tests when the extension was built.
+# Each suite's output lands in $W/test_<name>.txt; the log keeps rc, failures and the summary.
+run_gpu_tests() {
+  local suites=${*:-moe_sm90_grouped_gemm_test moe_sm90_experts_test moe_cuda_kernels_test moe_cuda_test moe_errors_test moe_forward_cpu_test}
+  for t in $suites; do
+    echo "== $t"
+    timeout 300 "./build-device/tests/$t" --gtest_brief=1 > "$W/test_$t.txt" 2>&1
+    echo "rc=$?"; grep -E "FAILED|Failure" "$W/test_$t.txt" | head -10; tail -3 "$W/test_$t.txt"
+  done
+  if ls python/fusekit/_fusekit*.so >/dev/null 2>&1; then
+    echo "== pytest"
+    PYTHONPATH=python timeout 200 python3 -m pytest -q python/tests/test_gpu.py python/tests/test_moe.py \
+      > "$W/pytest.txt" 2>&1
+    echo "rc=$?"; tail -5 "$W/pytest.txt"
+  fi
+}
+
+pack() { tar czf "$OUT/${DEVICE_CALL_NAME}.tgz" -C "$W" .; }

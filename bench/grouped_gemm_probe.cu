@@ -1,0 +1,202 @@
+// Diagnostic (not a test, not shipped): how fast the Hopper grouped GEMM streams expert weights
+// when the rows per expert are few, against the same bytes and FLOPs as ONE group, cuBLAS, and a
+// plain read of the weights. Each row reads the same weights [E, n, k] once:
+//   grouped   E groups of m rows (what the MoE forward runs)
+//   one group 1 group of m rows against all experts stacked [E * n, k] (no per-group switches)
+//   cublas    the same single GEMM through cublasGemmEx
+//   read      a vectorised sum over the weights (the device's streaming read rate)
+// If "one group" is much faster than "grouped", the per-group work of the persistent kernel
+// (tensor-map rewrites, problem-shape reads) costs the time, not the tile's main loop.
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc bench/grouped_gemm_probe.cu \
+//     build-device/src/libfusekit.a -lcublas -o /tmp/grouped_gemm_probe
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+
+namespace sm90 = fusekit::cuda_moe::sm90;
+
+// Extra tiles from grouped_gemm_probe_tile.cu (64 x N x K pingpong), called with a launch carved
+// here the way grouped_gemm_bf16_sm90() carves it.
+namespace fusekit::cuda_moe::sm90::detail {
+Status probe_pp64x128x128(const GroupedGemmLaunch& launch, cudaStream_t stream);
+Status probe_pp64x64x128(const GroupedGemmLaunch& launch, cudaStream_t stream);
+}  // namespace fusekit::cuda_moe::sm90::detail
+
+namespace {
+
+__global__ void fill_kernel(__nv_bfloat16* p, std::size_t n, std::uint32_t seed) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+    std::uint32_t h = std::uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    p[i] = __float2bfloat16(float(h & 0xffff) / 65536.f - 0.5f);
+  }
+}
+
+__global__ void read_kernel(const uint4* p, std::size_t n, float* sink) {
+  float acc = 0.f;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldg(p + i);
+    acc += __uint_as_float(v.x ^ v.y ^ v.z ^ v.w);
+  }
+  if (acc == 1.2345f) *sink = acc;  // keeps the loads
+}
+
+// Reads [rows, row_bytes] the way a GEMM tile walks its weights: 128 rows at a time, `chunk`
+// bytes of each of them per step, then the next chunk. One block per 128-row tile.
+__global__ void tile_walk_read_kernel(const char* p, std::int64_t row_bytes, int chunk, float* sink) {
+  const char* tile = p + std::int64_t(blockIdx.x) * 128 * row_bytes;
+  const int per_row = chunk / 16;
+  float acc = 0.f;
+  for (std::int64_t c0 = 0; c0 < row_bytes; c0 += chunk) {
+    for (int i = threadIdx.x; i < 128 * per_row; i += blockDim.x) {
+      const int r = i / per_row, v = i % per_row;
+      const uint4 x = __ldg(reinterpret_cast<const uint4*>(tile + r * row_bytes + c0) + v);
+      acc += __uint_as_float(x.x ^ x.y ^ x.z ^ x.w);
+    }
+  }
+  if (acc == 1.2345f) *sink = acc;
+}
+
+double median_us(const std::function<void()>& f) {
+  for (int i = 0; i < 3; ++i) f();
+  cudaDeviceSynchronize();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  std::vector<float> v;
+  for (int i = 0; i < 15; ++i) {
+    cudaEventRecord(a);
+    f();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    v.push_back(ms * 1000.f);
+  }
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main() {
+  struct Shape {
+    const char* name;
+    int E;
+    std::int64_t n, k;
+  };
+  const Shape shapes[] = {{"qwen30b gemm1", 128, 1536, 2048}, {"qwen30b gemm2", 128, 2048, 768},
+                          {"235b gemm1", 128, 3072, 4096},   {"235b gemm2", 128, 4096, 1536}};
+  const sm90::GemmTile tiles[] = {sm90::GemmTile::kPingpong64x128, sm90::GemmTile::kCooperative128x128,
+                                  sm90::GemmTile::kPingpong64x256};
+  cublasHandle_t h;
+  cublasCreate(&h);
+  float* sink;
+  cudaMalloc(&sink, 4);
+  const std::size_t ws_bytes = sm90::grouped_gemm_bf16_sm90_workspace_size(128);
+  void* ws;
+  cudaMalloc(&ws, ws_bytes);
+  for (const Shape& s : shapes) {
+    const std::size_t wbytes = std::size_t(s.E) * s.n * s.k * 2;
+    __nv_bfloat16 *w, *a, *d;
+    const int max_m = 64;
+    cudaMalloc(&w, wbytes);
+    cudaMalloc(&a, std::size_t(s.E) * max_m * s.k * 2);
+    cudaMalloc(&d, std::size_t(s.E) * max_m * s.n * 2);
+    fill_kernel<<<1024, 256>>>(w, wbytes / 2, 1);
+    fill_kernel<<<1024, 256>>>(a, std::size_t(s.E) * max_m * s.k, 2);
+    const double read_us = median_us([&] { read_kernel<<<132 * 8, 512>>>(reinterpret_cast<const uint4*>(w), wbytes / 16, sink); });
+    std::printf("%-14s weights %.0f MB  read %.1f us (%.0f GB/s)\n", s.name, wbytes / 1e6, read_us, wbytes / read_us / 1e3);
+    for (int chunk : {128, 256, 512, 1024}) {
+      const double us = median_us([&] {
+        tile_walk_read_kernel<<<int(s.E * s.n / 128), 256>>>(reinterpret_cast<const char*>(w), s.k * 2, chunk, sink);
+      });
+      std::printf("  tile-walk read, %4d B per row per step: %.1f us (%.0f GB/s)\n", chunk, us, wbytes / us / 1e3);
+    }
+    for (int m : {16, 64}) {
+      std::vector<std::int32_t> offs(s.E + 1);
+      for (int g = 0; g <= s.E; ++g) offs[g] = g * m;
+      std::int32_t* d_offs;
+      cudaMalloc(&d_offs, offs.size() * 4);
+      cudaMemcpy(d_offs, offs.data(), offs.size() * 4, cudaMemcpyHostToDevice);
+      std::int32_t* d_one;  // {0, m}: one group of m rows
+      cudaMalloc(&d_one, 8);
+      cudaMemcpy(d_one, offs.data(), 8, cudaMemcpyHostToDevice);
+      const float alpha = 1.f, beta = 0.f;
+      const double cublas_us = median_us([&] {
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(s.E * s.n), m, int(s.k), &alpha, w, CUDA_R_16BF, int(s.k), a,
+                     CUDA_R_16BF, int(s.k), &beta, d, CUDA_R_16BF, int(s.E * s.n), CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT);
+      });
+      std::printf("  m=%2d cublas one GEMM %8.1f us (%.0f GB/s)\n", m, cublas_us, wbytes / cublas_us / 1e3);
+      for (sm90::GemmTile t : tiles) {
+        sm90::GroupedGemmArgs g;
+        g.a = a;
+        g.b = w;
+        g.d = d;
+        g.n = s.n;
+        g.k = s.k;
+        g.tile = t;
+        g.workspace = ws;
+        g.workspace_bytes = ws_bytes;
+        g.group_offsets = d_offs;
+        g.groups = s.E;
+        fusekit::Status st1, st2;
+        const double grouped_us = median_us([&] { st1 = sm90::grouped_gemm_bf16_sm90(g, nullptr); });
+        sm90::GroupedGemmArgs one = g;
+        one.group_offsets = d_one;
+        one.groups = 1;
+        one.n = s.E * s.n;
+        const double one_us = median_us([&] { st2 = sm90::grouped_gemm_bf16_sm90(one, nullptr); });
+        std::printf("  m=%2d %-28s grouped %8.1f us (%.0f GB/s)  one group %8.1f us (%.0f GB/s) %s %s\n", m,
+                    sm90::gemm_tile_name(t), grouped_us, wbytes / grouped_us / 1e3, one_us, wbytes / one_us / 1e3,
+                    st1.ok() ? "" : st1.to_string().c_str(), st2.ok() ? "" : st2.to_string().c_str());
+      }
+      // The extra tiles, grouped (E groups of m rows), with the dispatcher's workspace carving.
+      struct Extra {
+        const char* name;
+        fusekit::Status (*fn)(const sm90::detail::GroupedGemmLaunch&, cudaStream_t);
+      };
+      const Extra extras[] = {{"pingpong_64x128x128", sm90::detail::probe_pp64x128x128},
+                              {"pingpong_64x64x128", sm90::detail::probe_pp64x64x128}};
+      for (const Extra& x : extras) {
+        sm90::detail::GroupedGemmLaunch L;
+        L.args.a = a;
+        L.args.b = w;
+        L.args.d = d;
+        L.args.n = s.n;
+        L.args.k = s.k;
+        L.args.group_offsets = d_offs;
+        L.args.groups = s.E;
+        L.sm_count = 132;
+        const std::size_t slot = 128 * sm90::detail::kSlotBytes;  // 2048: already 256-aligned
+        char* base = static_cast<char*>(ws);
+        void** fields[] = {&L.arrays.problem_shapes, &L.arrays.ptr_a, &L.arrays.ptr_b, &L.arrays.ptr_d,
+                           &L.arrays.stride_a, &L.arrays.stride_b, &L.arrays.stride_d};
+        for (int i = 0; i < 7; ++i) *fields[i] = base + i * slot;
+        L.arrays.cutlass_workspace = base + 7 * slot;
+        L.arrays.cutlass_workspace_bytes = sm90::detail::kMaxCutlassWorkspaceBytes;
+        fusekit::Status st;
+        const double us = median_us([&] { st = x.fn(L, nullptr); });
+        std::printf("  m=%2d %-28s grouped %8.1f us (%.0f GB/s) %s\n", m, x.name, us, wbytes / us / 1e3,
+                    st.ok() ? "" : st.to_string().c_str());
+      }
+      cudaFree(d_offs);
+      cudaFree(d_one);
+    }
+    cudaFree(w);
+    cudaFree(a);
+    cudaFree(d);
+  }
+  std::printf("cuda: %s\n", cudaGetErrorString(cudaDeviceSynchronize()));
+  return 0;
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One GPU call: bench/grouped_gemm_probe.cu (grouped vs one group vs cuBLAS vs plain and
+# tile-walk reads of the same expert weights, plus extra tiles from grouped_gemm_probe_tile.cu).
+# Builds only the library, then the probe's three translation units in parallel.
+#   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/grouped_gemm_probe_device_run.sh
+set -uo pipefail
+source "$(dirname "$0")/device_lib.sh" grouped_gemm_probe
+NVCC="nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -DFUSEKIT_WITH_CUDA=1
+  -DFUSEKIT_WITH_CUTLASS=1 -DFUSEKIT_DEPENDENT_LAUNCH=1 -Iinclude -Isrc -isystem /tmp/site/cutlass_library/source/include"
+{
+  stamp build
+  FUSEKIT_BUILD_TARGETS=fusekit bash scripts/device_build.sh 2>&1 | tail -2
+  $NVCC -c bench/grouped_gemm_probe.cu -o "$W/main.o" &
+  $NVCC -DPROBE_FN=probe_pp64x128x128 -DPROBE_TILE_N=128 -DPROBE_TILE_K=128 -c bench/grouped_gemm_probe_tile.cu -o "$W/t1.o" &
+  $NVCC -DPROBE_FN=probe_pp64x64x128 -DPROBE_TILE_N=64 -DPROBE_TILE_K=128 -c bench/grouped_gemm_probe_tile.cu -o "$W/t2.o" &
+  wait
+  stamp probe
+  nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o build-device/src/libfusekit.a -lcublas \
+    -o "$W/grouped_gemm_probe" && timeout 240 "$W/grouped_gemm_probe"
+  rm -f "$W"/*.o "$W/grouped_gemm_probe"
+  stamp done
+} 2>&1 | tee "$W/log.txt"
+pack
