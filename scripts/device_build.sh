@@ -9,7 +9,9 @@ if [ ! -d /tmp/site/cutlass_library ]; then
 fi
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 export PATH=/usr/local/cuda/bin:$PATH
-if [ ! -f build-device/CMakeCache.txt ]; then
+# A cache from an earlier call keeps its options: configure again whenever options are given
+# (FUSEKIT_CMAKE_ARGS), or a call asking for the Python extension gets a build without it.
+if [ ! -f build-device/CMakeCache.txt ] || [ -n "${FUSEKIT_CMAKE_ARGS:-}" ]; then
   cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DFUSEKIT_GTEST_SOURCE_DIR="$PWD/.carry/googletest" \
     -DFUSEKIT_CUTLASS_INCLUDE=/tmp/site/cutlass_library/source/include \
