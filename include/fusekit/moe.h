@@ -140,7 +140,11 @@ Status moe_forward_routed(const MoeLayer& layer, const TensorView& x, const MoeR
                           const TensorView& out, const MoeWorkspace& workspace, void* stream);
 
 // ---- Stages: each a public function with its own CPU oracle and tests. The backend follows
-// the tensors' device (cpu or cuda); config.backend and config.max_tokens are not used. ----
+// the tensors' device (cpu or cuda); config.backend and config.max_tokens are not used. On cuda
+// the GEMM stages run the portable grouped kernels (block_m-padded alignment) on every GPU; on
+// Hopper moe_forward runs its own grouped pipeline (packed alignment, CUTLASS kernels), which
+// these functions do not expose, so they are the way to study the portable path, not the
+// forward's cost. ----
 
 // The output of align. capacity: at least moe_align_capacity(T, k, E, block_m) rows and a
 // multiple of block_m (a buffer sized for more tokens may be reused). Each expert's run holds

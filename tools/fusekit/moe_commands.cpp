@@ -933,6 +933,11 @@ int bench(const fusekit::cli::Args& args) {
   cudaStreamDestroy(stream);
   std::printf("(GB/s: weights touched for moe and the GEMMs; bytes moved for route, align, finalize. err: max-abs / "
               "max-ref of the forward vs the CPU oracle on the first rows)\n");
+  if (stages) {
+    // The stage rows would otherwise read as a breakdown of the moe row, which on Hopper they are not.
+    std::printf("(route .. finalize rows time the public stage functions, which run the portable grouped kernels on "
+                "every GPU; on Hopper the forward's grouped path is src/cuda/moe/sm90/, so they need not add up to moe)\n");
+  }
   if (!fusekit::bench::write_json_if_requested(run, args.get("json", ""), "bench moe")) return 1;
   return failures ? 1 : 0;
 #else
