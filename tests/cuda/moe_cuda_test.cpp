@@ -381,22 +381,16 @@ TEST(MoeCuda, GraphReplayIsBitIdenticalToEager) {
       const MoeLayer layer = L.device_layer(MoeBackend::kCuda);
       const TensorView xv = TensorView::contiguous(L.dx.data(), DType::kBF16, {T, 2048}, DeviceType::kCUDA, 0);
       const TensorView ov = TensorView::contiguous(out.data(), DType::kBF16, {T, 2048}, DeviceType::kCUDA, 0);
-      cudaGraph_t graph;
-      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-      const Status s = moe_forward(layer, xv, L.device_router(T), ov, ws.view(), stream);
-      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-      ASSERT_TRUE(s.ok()) << s.to_string();
-      cudaGraphExec_t exec;
-      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-      for (int rep = 0; rep < 3; ++rep) {
-        out.poison();
-        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-        const auto replay = out.to_host<std::uint16_t>(static_cast<std::size_t>(T * 2048));
-        ASSERT_EQ(0, std::memcmp(replay.data(), eager.data(), eager.size() * 2)) << "replay " << rep;
+      {
+        const CapturedGraph graph(stream, [&] { return moe_forward(layer, xv, L.device_router(T), ov, ws.view(), stream); });
+        ASSERT_TRUE(graph.error().empty()) << graph.error();
+        for (int rep = 0; rep < 3; ++rep) {
+          out.poison();
+          ASSERT_TRUE(graph.replay());
+          const auto replay = out.to_host<std::uint16_t>(static_cast<std::size_t>(T * 2048));
+          ASSERT_EQ(0, std::memcmp(replay.data(), eager.data(), eager.size() * 2)) << "replay " << rep;
+        }
       }
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
       cudaStreamDestroy(stream);
     }
   }
@@ -449,23 +443,17 @@ TEST(MoeCuda, ChainedLayersSharingOneWorkspaceGiveTheSameBits) {
       EXPECT_EQ(out_a.to_host<std::uint16_t>(n), want_a) << "eager chain, layer A";
       EXPECT_EQ(out_b.to_host<std::uint16_t>(n), want_b) << "eager chain, layer B";
       // The chain captured once, replayed.
-      cudaGraph_t graph;
-      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-      const Status captured = chain(shared.view(), shared.view(), false);
-      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-      ASSERT_TRUE(captured.ok()) << captured.to_string();
-      cudaGraphExec_t exec;
-      ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-      for (int rep = 0; rep < 3; ++rep) {
-        out_a.poison();
-        out_b.poison();
-        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-        EXPECT_EQ(out_a.to_host<std::uint16_t>(n), want_a) << "replay " << rep << ", layer A";
-        EXPECT_EQ(out_b.to_host<std::uint16_t>(n), want_b) << "replay " << rep << ", layer B";
+      {
+        const CapturedGraph graph(stream, [&] { return chain(shared.view(), shared.view(), false); });
+        ASSERT_TRUE(graph.error().empty()) << graph.error();
+        for (int rep = 0; rep < 3; ++rep) {
+          out_a.poison();
+          out_b.poison();
+          ASSERT_TRUE(graph.replay());
+          EXPECT_EQ(out_a.to_host<std::uint16_t>(n), want_a) << "replay " << rep << ", layer A";
+          EXPECT_EQ(out_b.to_host<std::uint16_t>(n), want_b) << "replay " << rep << ", layer B";
+        }
       }
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(graph);
       cudaStreamDestroy(stream);
     }
   }

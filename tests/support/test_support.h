@@ -54,6 +54,8 @@ bool gpu_available();
 #if FUSEKIT_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "fusekit/status.h"
+
 #define FUSEKIT_ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(cudaGetLastError())
 
 namespace fusekit::testing {
@@ -96,6 +98,48 @@ class DeviceBuffer {
 
 // A device view of the buffer with the given packed shape.
 TensorView device_view(const DeviceBuffer& b, DType dtype, std::initializer_list<std::int64_t> shape);
+
+// Calls captured once on `stream` into an executable graph (begin, the calls, end, instantiate),
+// then replayed. error() is empty when the capture worked and the calls returned ok.
+class CapturedGraph {
+ public:
+  template <class Calls>
+  CapturedGraph(cudaStream_t stream, Calls&& calls) : stream_(stream) {
+    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) != cudaSuccess) {
+      error_ = "cudaStreamBeginCapture failed";
+      return;
+    }
+    const Status s = calls();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    if (!s.ok()) {
+      error_ = "a captured call failed: " + s.to_string();
+    } else if (end != cudaSuccess) {
+      error_ = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+    } else if (cudaGraphInstantiate(&exec_, graph, 0) != cudaSuccess) {
+      error_ = "cudaGraphInstantiate failed";
+      exec_ = nullptr;
+    }
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  }
+  ~CapturedGraph() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+  }
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+
+  const std::string& error() const { return error_; }
+  // One replay, waited for. False if the graph did not build or the launch failed.
+  bool replay() const {
+    return exec_ != nullptr && cudaGraphLaunch(exec_, stream_) == cudaSuccess &&
+           cudaStreamSynchronize(stream_) == cudaSuccess;
+  }
+
+ private:
+  cudaStream_t stream_;
+  cudaGraphExec_t exec_ = nullptr;
+  std::string error_;
+};
 
 }  // namespace fusekit::testing
 #endif
