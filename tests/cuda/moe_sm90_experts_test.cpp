@@ -145,17 +145,9 @@ class Sm90Experts {
     EXPECT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
     auto launch = [&]() { return cuda_moe::sm90::experts_forward(a, stream); };
     if (graph) {
-      cudaGraph_t g;
-      cudaGraphExec_t exec;
-      EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-      const Status s = launch();
-      EXPECT_EQ(cudaStreamEndCapture(stream, &g), cudaSuccess);
-      EXPECT_TRUE(s.ok()) << s.to_string();
-      EXPECT_EQ(cudaGraphInstantiate(&exec, g, 0), cudaSuccess);
-      for (int rep = 0; rep < 2; ++rep) EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-      EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-      cudaGraphExecDestroy(exec);
-      cudaGraphDestroy(g);
+      const CapturedGraph g(stream, launch);
+      EXPECT_TRUE(g.error().empty()) << g.error();
+      for (int rep = 0; rep < 2; ++rep) EXPECT_TRUE(g.replay()) << "replay " << rep;
     } else {
       const Status s = launch();
       EXPECT_TRUE(s.ok()) << s.to_string();
@@ -239,6 +231,67 @@ TEST_P(Sm90ExpertsTest, FewTokens) {
 TEST(Sm90Experts, Qwen3MoeShape) {
   SKIP_WITHOUT_SM90();
   check({128, 8, 2048, 768, 24, MoeWeightLayout::kNK, Routing::kRandom, GemmTile::kPingpong64x128}, true);
+}
+
+// count + scan (launch_align_count_scan) on both of its sides: one CTA up to kOneBlockMaxPairs
+// pairs, memset + multi-CTA count + scan above. Counts and offsets against a CPU histogram; the
+// ranks of each expert a permutation of 0..count-1 (their order comes from atomics); -1 for ids
+// outside [0, E). Outputs poisoned first: the one-CTA side must not need zeroed counts.
+TEST(Sm90Align, CountScanGivesHistogramOffsetsAndRanks) {
+  SKIP_WITHOUT_SM90();
+  auto rng = make_rng();
+  const std::int64_t max_pairs = cuda_moe::sm90::kOneBlockMaxPairs;
+  for (int E : {8, 128, 512}) {
+    for (std::int64_t pairs : std::initializer_list<std::int64_t>{1, 33, max_pairs - 1, max_pairs, max_pairs + 1, 40000}) {
+      SCOPED_TRACE("E=" + std::to_string(E) + " pairs=" + std::to_string(pairs));
+      // Skewed ids (a third on expert 1) plus a few outside [0, E).
+      std::uniform_int_distribution<int> pick(0, E - 1), which(0, 99);
+      std::vector<std::int32_t> ids(static_cast<std::size_t>(pairs));
+      for (auto& id : ids) {
+        const int w = which(rng);
+        id = w < 3 ? (w == 0 ? -1 : E + w) : w < 36 ? std::min(1, E - 1) : pick(rng);
+      }
+      DeviceBuffer d_ids = DeviceBuffer::from(ids), d_counts(4 * E), d_rank(4 * pairs), d_offsets(4 * (E + 1));
+      d_counts.poison();
+      d_rank.poison();
+      d_offsets.poison();
+      cuda_moe::sm90::CountPairsParams cp;
+      cp.topk_ids = static_cast<const std::int32_t*>(d_ids.data());
+      cp.pairs = pairs;
+      cp.num_experts = E;
+      cp.counts = static_cast<std::int32_t*>(d_counts.data());
+      cp.rank = static_cast<std::int32_t*>(d_rank.data());
+      const Status s =
+          cuda_moe::sm90::launch_align_count_scan(cp, static_cast<std::int32_t*>(d_offsets.data()), nullptr);
+      ASSERT_TRUE(s.ok()) << s.to_string();
+      FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+      const auto counts = d_counts.to_host<std::int32_t>(E), rank = d_rank.to_host<std::int32_t>(pairs),
+                 offsets = d_offsets.to_host<std::int32_t>(E + 1);
+      std::vector<std::int32_t> want(E, 0);
+      for (std::int32_t id : ids) {
+        if (id >= 0 && id < E) ++want[id];
+      }
+      ASSERT_EQ(counts, want);
+      std::int32_t run = 0;
+      for (int e = 0; e < E; ++e) {
+        ASSERT_EQ(offsets[e], run) << "e=" << e;
+        run += want[e];
+      }
+      ASSERT_EQ(offsets[E], run);
+      std::vector<std::vector<char>> seen(E);
+      for (int e = 0; e < E; ++e) seen[e].assign(static_cast<std::size_t>(want[e]), 0);
+      for (std::int64_t p = 0; p < pairs; ++p) {
+        const std::int32_t id = ids[p], r = rank[p];
+        if (id < 0 || id >= E) {
+          ASSERT_EQ(r, -1) << "p=" << p;
+          continue;
+        }
+        ASSERT_TRUE(r >= 0 && r < want[id]) << "p=" << p << " rank " << r;
+        ASSERT_FALSE(seen[id][r]) << "rank " << r << " twice in expert " << id;
+        seen[id][r] = 1;
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -173,9 +173,7 @@ int tune_moe(const fusekit::cli::Args& args) {
       pp.hidden = mc.H;
       pp.xs = static_cast<__nv_bfloat16*>(xs.p);
       pp.inv = static_cast<std::int32_t*>(inv.p);
-      cudaMemsetAsync(counts.p, 0, mc.E * 4, stream);
-      fusekit::Status st = sm90::launch_align_count_pairs(cp, stream);
-      if (st.ok()) st = sm90::launch_align_scan_offsets(cp.counts, int(mc.E), static_cast<std::int32_t*>(offsets.p), stream);
+      fusekit::Status st = sm90::launch_align_count_scan(cp, static_cast<std::int32_t*>(offsets.p), stream);
       if (st.ok()) st = sm90::launch_permute_rows_bf16(pp, stream);
       cudaStreamSynchronize(stream);
       if (!st.ok()) {

@@ -66,15 +66,13 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   auto* buf1 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf1);
   const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(a.num_experts);
 
-  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(counts, 0, sizeof(std::int32_t) * a.num_experts, stream));
   CountPairsParams cp;
   cp.topk_ids = a.topk_ids;
   cp.pairs = pairs;
   cp.num_experts = a.num_experts;
   cp.counts = counts;
   cp.rank = rank;
-  FUSEKIT_RETURN_IF_ERROR(launch_align_count_pairs(cp, stream));
-  FUSEKIT_RETURN_IF_ERROR(launch_align_scan_offsets(counts, a.num_experts, offsets, stream));
+  FUSEKIT_RETURN_IF_ERROR(launch_align_count_scan(cp, offsets, stream));
 
   PermuteParams pp;
   pp.x = a.x;

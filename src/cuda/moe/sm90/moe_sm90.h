@@ -71,7 +71,8 @@ std::size_t experts_workspace_size(std::int64_t pairs, const MoeConfig& config);
 Status experts_forward(const ExpertsArgs& args, cudaStream_t stream);
 
 // ---- The stage kernels, one per file (align_count_pairs.cu, align_scan_offsets.cu,
-// permute_rows_bf16.cu, swiglu_rows_bf16.cu, finalize_sorted_bf16.cu) ----
+// align_count_scan_one_block.cu, permute_rows_bf16.cu, swiglu_rows_bf16.cu,
+// finalize_sorted_bf16.cu) ----
 struct CountPairsParams {
   const std::int32_t* topk_ids = nullptr;  // [pairs]
   std::int64_t pairs = 0;
@@ -84,6 +85,12 @@ Status launch_align_count_pairs(const CountPairsParams& p, cudaStream_t stream);
 // offsets[e] = exclusive prefix sum of counts; offsets[E] = the total. E <= 512.
 Status launch_align_scan_offsets(const std::int32_t* counts, int num_experts, std::int32_t* offsets,
                                  cudaStream_t stream);
+
+// count then scan, what the forward calls (align_count_scan_one_block.cu): p.counts need not be
+// zero on entry. Up to kOneBlockMaxPairs pairs one CTA does both in one programmatic launch;
+// above, a memset of the counts, align_count_pairs, align_scan_offsets. E <= 512.
+constexpr std::int64_t kOneBlockMaxPairs = 8192;  // T = 1024 at top-8: 8 pairs per thread
+Status launch_align_count_scan(const CountPairsParams& p, std::int32_t* offsets, cudaStream_t stream);
 
 struct PermuteParams {
   const __nv_bfloat16* x = nullptr;
