@@ -3,7 +3,7 @@
 // align_scan_offsets.cu):
 //   counts[e] = #{p : ids[p] = e};  rank[p] = place of pair p among its expert's pairs (-1 for
 //   an id outside [0, E));  offsets[e] = sum_{e' < e} counts[e'], offsets[E] = the total.
-// Why: up to kOneBlockMaxPairs pairs the counting is a few microseconds of work, and the
+// Why: up to kOneBlockMaxPairs pairs the counting is a microsecond of work, and the
 // multi-CTA version pays for it in launches: a memset of the counts, a plain (not programmatic)
 // count launch after it, then the scan. One CTA counts in shared memory (nothing to zero in
 // global memory), scans, and writes counts, ranks and offsets: one programmatic launch.

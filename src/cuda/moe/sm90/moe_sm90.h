@@ -89,7 +89,10 @@ Status launch_align_scan_offsets(const std::int32_t* counts, int num_experts, st
 // count then scan, what the forward calls (align_count_scan_one_block.cu): p.counts need not be
 // zero on entry. Up to kOneBlockMaxPairs pairs one CTA does both in one programmatic launch;
 // above, a memset of the counts, align_count_pairs, align_scan_offsets. E <= 512.
-constexpr std::int64_t kOneBlockMaxPairs = 8192;  // T = 1024 at top-8: 8 pairs per thread
+// A/B on H100, Qwen3-30B-A3B layer, one CTA vs the multi-CTA pair (moe_align_one_cta_ab_h100.json):
+// 512 pairs -5.8 us, 2048 pairs -0.8 us, 8192 pairs +8.3 us (one SM's loop then outweighs the
+// launches it saves); so the switch sits at 2048.
+constexpr std::int64_t kOneBlockMaxPairs = 2048;
 Status launch_align_count_scan(const CountPairsParams& p, std::int32_t* offsets, cudaStream_t stream);
 
 struct PermuteParams {
