@@ -16,7 +16,8 @@
 //   m > 384        cooperative 128x256x64   compute bound: the largest tile, B multicast over a
 //                  (cluster 2x1)            2x1 cluster halves weight traffic into L2/SMEM
 // (Bounds from `fusekit tune moe` on H100, bench/results/moe_tune_h100.json: 64x128x128 wins
-// up to m = 64 on the Qwen shapes (1-7% over 64x128x64) and up to m = 32 on Mixtral; 64x256
+// up to m = 64 on the Qwen shapes (0.4-5% over 64x128x64 per GEMM, 28% on Qwen3-235B-A22B's
+// GEMM1 at m = 64, where 64x128x64 falls off) and up to m = 32 on Mixtral; 64x256
 // wins from m = 64 (Mixtral) or 128 (Qwen shapes) to 256-512; 128x256 wins from m = 1024.
 // 64x128x64 and cooperative 128x128 no longer win a row; they stay tuner candidates.)
 //
