@@ -5,7 +5,7 @@
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/grouped_gemm_probe_device_run.sh
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" grouped_gemm_probe
-NVCC="nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -DFUSEKIT_WITH_CUDA=1
+NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -DFUSEKIT_WITH_CUDA=1
   -DFUSEKIT_WITH_CUTLASS=1 -DFUSEKIT_DEPENDENT_LAUNCH=1 -Iinclude -Isrc -isystem /tmp/site/cutlass_library/source/include"
 {
   stamp build
