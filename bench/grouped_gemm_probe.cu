@@ -1,14 +1,16 @@
 // Diagnostic (not a test, not shipped): how fast the Hopper grouped GEMM streams expert weights
-// when the rows per expert are few, against the same bytes and FLOPs as ONE group, cuBLAS, and a
-// plain read of the weights. Each row reads the same weights [E, n, k] once:
-//   grouped   E groups of m rows (what the MoE forward runs)
-//   one group 1 group of m rows against all experts stacked [E * n, k] (no per-group switches)
-//   cublas    the same single GEMM through cublasGemmEx
-//   read      a vectorised sum over the weights (the device's streaming read rate)
+// when the rows per expert are few, against the same bytes and FLOPs as ONE group, cuBLAS, and
+// reads of the weights. Each row reads the same weights [E, n, k] once:
+//   read       a vectorised sum over the weights (the device's streaming read rate)
+//   tile walk  the same sum walking 128 rows at a time, C bytes of each per step (C = 128 is a
+//              K=64 tile's TMA box; 256 is K=128's)
+//   cublas     one GEMM of m rows against all experts stacked [E * n, k], through cublasGemmEx
+//   grouped    E groups of m rows (what the MoE forward runs), per library tile
+//   one group  1 group of m rows against the stacked experts (no per-group switches)
+//   extras     tiles from grouped_gemm_probe_tile.cu, grouped
 // If "one group" is much faster than "grouped", the per-group work of the persistent kernel
-// (tensor-map rewrites, problem-shape reads) costs the time, not the tile's main loop.
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc bench/grouped_gemm_probe.cu \
-//     build-device/src/libfusekit.a -lcublas -o /tmp/grouped_gemm_probe
+// costs the time; if the 128 B walk is slower than the 256 B one, the tile's walk does.
+// Build and run: bench/grouped_gemm_probe_device_run.sh (results: docs/PERF_NOTES.md, v4).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
