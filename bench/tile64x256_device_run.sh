@@ -7,19 +7,11 @@
 # writes comes back as one archive (the device returns ~8 files).
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/tile64x256_device_run.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/tile_out}
-W=/tmp/tile_work
-mkdir -p "$OUT" "$W"
-B=./build-device/fusekit
+source "$(dirname "$0")/device_lib.sh" tile64x256
 LAYER_TOKENS=${LAYER_TOKENS:-1,8,64,256,1024,4096,16384}
 {
   bash scripts/device_build.sh 2>&1 | tail -2
-  for t in moe_sm90_grouped_gemm_test moe_sm90_experts_test; do
-    echo "== $t"
-    timeout 300 ./build-device/tests/$t --gtest_brief=1 > "$W/test_$t.txt" 2>&1
-    echo "rc=$?"; tail -3 "$W/test_$t.txt"
-  done
+  run_gpu_tests moe_sm90_grouped_gemm_test moe_sm90_experts_test
   cp src/cuda/moe/sm90/tuned_configs_sm90.inc "$W/tuned_before.inc"
   $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90.inc --json "$W/tune.json" > "$W/tune.txt" 2>&1
   echo "tune rc=$?"
@@ -31,4 +23,4 @@ LAYER_TOKENS=${LAYER_TOKENS:-1,8,64,256,1024,4096,16384}
     > "$W/layer_interleaved8.txt" 2>&1
   grep -E "^(qwen|mixtral)" "$W/layer_interleaved8.txt"
 } 2>&1 | tee "$W/log.txt"
-tar czf "$OUT/tile64x256.tgz" -C "$W" .
+pack
