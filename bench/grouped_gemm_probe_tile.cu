@@ -4,9 +4,6 @@
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90_kernel.cuh"
 
 namespace fusekit::cuda_moe::sm90::detail {
-using ProbeConfig = TileConfig<cute::Shape<cute::_64, cute::Int<PROBE_TILE_N>, cute::Int<PROBE_TILE_K>>,
-                               cute::Shape<cute::_1, cute::_1, cute::_1>,
-                               cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
-                               cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
+using ProbeConfig = PingpongTile<64, PROBE_TILE_N, PROBE_TILE_K>;
 }  // namespace fusekit::cuda_moe::sm90::detail
 FUSEKIT_SM90_GEMM_INSTANCE(PROBE_FN, ProbeConfig, kNK)

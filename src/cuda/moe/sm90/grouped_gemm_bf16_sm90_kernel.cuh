@@ -43,12 +43,6 @@ namespace fusekit::cuda_moe::sm90::detail {
 
 constexpr int kMaxDevicesSeen = 64;
 
-using cute::_1;
-using cute::_2;
-using cute::_64;
-using cute::_128;
-using cute::_256;
-
 // The compile-time description of one tile configuration.
 template <class TileShape_, class ClusterShape_, class KernelSchedule_, class EpilogueSchedule_>
 struct TileConfig {
@@ -57,24 +51,27 @@ struct TileConfig {
   using KernelSchedule = KernelSchedule_;
   using EpilogueSchedule = EpilogueSchedule_;
 };
-using Pingpong64x128 = TileConfig<cute::Shape<_64, _128, _64>, cute::Shape<_1, _1, _1>,
-                                  cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
-                                  cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
-using Pingpong64x256 = TileConfig<cute::Shape<_64, _256, _64>, cute::Shape<_1, _1, _1>,
-                                  cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
-                                  cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
+// Pingpong: two consumer warpgroups on alternate M x N x K tiles, cluster 1x1.
+template <int M, int N, int K>
+using PingpongTile = TileConfig<cute::Shape<cute::Int<M>, cute::Int<N>, cute::Int<K>>,
+                                cute::Shape<cute::_1, cute::_1, cute::_1>,
+                                cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
+                                cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
+// Cooperative: two consumer warpgroups split each tile's M; a ClusterM x 1 cluster multicasts B.
+template <int M, int N, int K, int ClusterM>
+using CooperativeTile = TileConfig<cute::Shape<cute::Int<M>, cute::Int<N>, cute::Int<K>>,
+                                   cute::Shape<cute::Int<ClusterM>, cute::_1, cute::_1>,
+                                   cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
+                                   cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
+
+using Pingpong64x128 = PingpongTile<64, 128, 64>;
+using Pingpong64x256 = PingpongTile<64, 256, 64>;
 // K = 128 per load step: each weight row is read 256 contiguous bytes at a time (two 128B-swizzled
 // TMA boxes back to back) instead of 128, which DRAM serves measurably faster when the GEMM is
 // weight-bound (bench/grouped_gemm_probe.cu: ~7% on a plain read with the tile's walk).
-using Pingpong64x128K128 = TileConfig<cute::Shape<_64, _128, _128>, cute::Shape<_1, _1, _1>,
-                                      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong,
-                                      cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong>;
-using Cooperative128x128 = TileConfig<cute::Shape<_128, _128, _64>, cute::Shape<_1, _1, _1>,
-                                      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
-                                      cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
-using Cooperative128x256 = TileConfig<cute::Shape<_128, _256, _64>, cute::Shape<_2, _1, _1>,
-                                      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative,
-                                      cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative>;
+using Pingpong64x128K128 = PingpongTile<64, 128, 128>;
+using Cooperative128x128 = CooperativeTile<128, 128, 64, 1>;
+using Cooperative128x256 = CooperativeTile<128, 256, 64, 2>;
 
 // kNK weights are [n, k] with k contiguous: CUTLASS's column-major B (K x N). kKN: row-major B.
 template <MoeWeightLayout L>
