@@ -198,7 +198,8 @@ class Sm90ExpertsTest : public ::testing::TestWithParam<std::tuple<GemmTile, Moe
 TEST_P(Sm90ExpertsTest, OddShapeRandomRouting) {
   SKIP_WITHOUT_SM90();
   const auto [tile, layout] = GetParam();
-  check({7, 3, 200, 96, 257, layout, Routing::kRandom, tile}, tile == GemmTile::kPingpong64x128);
+  check({7, 3, 200, 96, 257, layout, Routing::kRandom, tile},
+        tile == GemmTile::kPingpong64x128 || tile == GemmTile::kStreamSwapAb);
 }
 
 TEST_P(Sm90ExpertsTest, EmptyExpertAndInvalidIds) {
@@ -219,6 +220,9 @@ INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90ExpertsTest,
                                                               GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
                                                               GemmTile::kPingpong64x128k128),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
+INSTANTIATE_TEST_SUITE_P(StreamSwapAb, Sm90ExpertsTest,
+                         ::testing::Combine(::testing::Values(GemmTile::kStreamSwapAb),
+                                            ::testing::Values(MoeWeightLayout::kNK)));
 
 TEST_P(Sm90ExpertsTest, FewTokens) {
   SKIP_WITHOUT_SM90();
@@ -231,6 +235,30 @@ TEST_P(Sm90ExpertsTest, FewTokens) {
 TEST(Sm90Experts, Qwen3MoeShape) {
   SKIP_WITHOUT_SM90();
   check({128, 8, 2048, 768, 24, MoeWeightLayout::kNK, Routing::kRandom, GemmTile::kPingpong64x128}, true);
+  check({128, 8, 2048, 768, 24, MoeWeightLayout::kNK, Routing::kRandom, GemmTile::kStreamSwapAb}, true);
+}
+
+// The tile choice (host only): the swapped-operand tile takes NK weights only, so a layer with
+// KN weights never gets it, from the tuned table (tuned on NK) or the heuristic; NK layers get it
+// from the heuristic at a few rows per expert.
+TEST(Sm90Config, KnWeightsNeverGetTheNkOnlyTile) {
+  using cuda_moe::sm90::MoeProblem;
+  const std::int64_t shapes[][4] = {{128, 8, 2048, 768}, {128, 8, 4096, 1536}, {8, 2, 4096, 14336}, {64, 4, 1024, 512}};
+  for (const auto& s : shapes) {
+    for (std::int64_t T : {1, 16, 32, 64, 256, 1024, 16384}) {
+      for (int sms : {132, 114}) {
+        const MoeProblem kn{s[0], s[1], s[2], s[3], T, sms, MoeWeightLayout::kKN};
+        const cuda_moe::sm90::Sm90MoeConfig c = cuda_moe::sm90::choose_sm90_config(kn);
+        EXPECT_TRUE(cuda_moe::sm90::gemm_tile_supports(c.gemm1, MoeWeightLayout::kKN)) << s[0] << " T=" << T;
+        EXPECT_TRUE(cuda_moe::sm90::gemm_tile_supports(c.gemm2, MoeWeightLayout::kKN)) << s[0] << " T=" << T;
+      }
+    }
+  }
+  const MoeProblem few{64, 4, 1024, 512, 32, 100, MoeWeightLayout::kNK};  // 2 rows per expert, no table entry
+  EXPECT_EQ(cuda_moe::sm90::heuristic_sm90_config(few).gemm1, GemmTile::kStreamSwapAb);
+  MoeProblem few_kn = few;
+  few_kn.layout = MoeWeightLayout::kKN;
+  EXPECT_EQ(cuda_moe::sm90::heuristic_sm90_config(few_kn).gemm1, GemmTile::kPingpong64x128k128);
 }
 
 // count + scan (launch_align_count_scan) on both of its sides: one CTA up to kOneBlockMaxPairs

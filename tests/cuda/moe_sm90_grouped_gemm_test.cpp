@@ -160,9 +160,16 @@ INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90GroupedGemmTest,
                                                               GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
                                                               GemmTile::kPingpong64x128k128),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
+// The swapped-operand tile (not CUTLASS) serves NK weights only.
+INSTANTIATE_TEST_SUITE_P(StreamSwapAb, Sm90GroupedGemmTest,
+                         ::testing::Combine(::testing::Values(GemmTile::kStreamSwapAb),
+                                            ::testing::Values(MoeWeightLayout::kNK)));
 
-// A group whose first row starts past 2^31 elements of A: the per-group pointers are 64-bit.
-TEST(Sm90GroupedGemm, OffsetsPast2To31Elements) {
+// A group whose first row starts past 2^31 elements of A: the per-group pointers (CUTLASS
+// tiles) and the row offsets (the swapped-operand tile) are 64-bit.
+class Sm90GroupedGemmFarRowsTest : public ::testing::TestWithParam<GemmTile> {};
+
+TEST_P(Sm90GroupedGemmFarRowsTest, OffsetsPast2To31Elements) {
   SKIP_WITHOUT_SM90();
   auto rng = make_rng();
   const std::int64_t k = 4096, n = 64;
@@ -186,7 +193,7 @@ TEST(Sm90GroupedGemm, OffsetsPast2To31Elements) {
   args.groups = 3;
   args.n = n;
   args.k = k;
-  args.tile = GemmTile::kPingpong64x128;
+  args.tile = GetParam();
   const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   ASSERT_TRUE(s.ok()) << s.to_string();
   FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
@@ -202,8 +209,11 @@ TEST(Sm90GroupedGemm, OffsetsPast2To31Elements) {
     }
   double ref_max = 0;
   for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
-  EXPECT_TRUE(within(compare(got, ref), 4e-3, ref_max / 128 + 1e-3));
+  EXPECT_TRUE(within(compare(got, ref), 4e-3, ref_max / 128 + 1e-3)) << cuda_moe::sm90::gemm_tile_name(GetParam());
 }
+
+INSTANTIATE_TEST_SUITE_P(Tiles, Sm90GroupedGemmFarRowsTest,
+                         ::testing::Values(GemmTile::kPingpong64x128, GemmTile::kStreamSwapAb));
 
 TEST(Sm90GroupedGemm, BadArgumentsAreErrors) {
   SKIP_WITHOUT_SM90();
@@ -224,6 +234,23 @@ TEST(Sm90GroupedGemm, BadArgumentsAreErrors) {
   args.d = static_cast<__nv_bfloat16*>(buf.data());
   s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   EXPECT_NE(s.message().find("16-byte aligned"), std::string::npos) << s.message();
+}
+
+TEST(Sm90GroupedGemm, StreamSwapAbWithKnWeightsIsAnError) {
+  SKIP_WITHOUT_SM90();
+  DeviceBuffer buf(1 << 16), ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(4));
+  DeviceBuffer doff = DeviceBuffer::from(std::vector<std::int32_t>{0, 8, 8, 8, 16});
+  GroupedGemmArgs args = args_on(buf, buf, buf, doff, ws);
+  args.groups = 4;
+  args.n = 64;
+  args.k = 64;
+  args.layout = MoeWeightLayout::kKN;
+  args.tile = GemmTile::kStreamSwapAb;
+  const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("stream_swapab_256x32 needs NK weights, got KN"), std::string::npos) << s.message();
+  EXPECT_FALSE(cuda_moe::sm90::gemm_tile_supports(GemmTile::kStreamSwapAb, MoeWeightLayout::kKN));
+  EXPECT_TRUE(cuda_moe::sm90::gemm_tile_supports(GemmTile::kStreamSwapAb, MoeWeightLayout::kNK));
 }
 
 // ---- SwiGLU epilogue ----
@@ -350,7 +377,7 @@ TEST_P(Sm90SwigluEpilogueTest, SameBitsAsUnfusedGemmThenSwiglu) {
 INSTANTIATE_TEST_SUITE_P(Tiles, Sm90SwigluEpilogueTest,
                          ::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
                                            GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                                              GemmTile::kPingpong64x128k128));
+                                           GemmTile::kPingpong64x128k128, GemmTile::kStreamSwapAb));
 
 TEST(Sm90GroupedGemm, SwigluEpilogueBadArgumentsAreErrors) {
   SKIP_WITHOUT_SM90();

@@ -13,25 +13,31 @@ constexpr GemmTile kCooperative128x128 = GemmTile::kCooperative128x128;
 constexpr GemmTile kCooperative128x256 = GemmTile::kCooperative128x256;
 constexpr GemmTile kPingpong64x256 = GemmTile::kPingpong64x256;
 constexpr GemmTile kPingpong64x128k128 = GemmTile::kPingpong64x128k128;
+constexpr GemmTile kStreamSwapAb = GemmTile::kStreamSwapAb;
 
 const TunedEntry kTuned[] = {
 #include "cuda/moe/sm90/tuned_configs_sm90.inc"
     {0, 0, 0, 0, 0, 0, 0, kPingpong64x128, kPingpong64x128},  // sentinel (never matches: E = 0)
 };
 
-GemmTile heuristic_tile(double rows_per_expert) {
+GemmTile heuristic_tile(double rows_per_expert, MoeWeightLayout layout) {
+  if (rows_per_expert <= 4 && gemm_tile_supports(kStreamSwapAb, layout)) return kStreamSwapAb;
   if (rows_per_expert <= 48) return kPingpong64x128k128;
   if (rows_per_expert <= 384) return kPingpong64x256;
   return kCooperative128x256;
 }
 
+double rows_per_expert(const MoeProblem& p) {
+  return p.experts > 0 ? double(p.tokens) * double(p.top_k) / double(p.experts) : 0.0;
+}
+
 }  // namespace
 
 Sm90MoeConfig heuristic_sm90_config(const MoeProblem& p) {
-  const double m = p.experts > 0 ? double(p.tokens) * double(p.top_k) / double(p.experts) : 0.0;
+  const double m = rows_per_expert(p);
   Sm90MoeConfig c;
-  c.gemm1 = heuristic_tile(m);
-  c.gemm2 = heuristic_tile(m);
+  c.gemm1 = heuristic_tile(m, p.layout);
+  c.gemm2 = heuristic_tile(m, p.layout);
   c.from_table = false;
   return c;
 }
@@ -41,8 +47,8 @@ Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
     if (e.experts == p.experts && e.top_k == p.top_k && e.hidden == p.hidden && e.intermediate == p.intermediate &&
         e.sm_count == p.sm_count && p.tokens >= e.tokens_lo && p.tokens <= e.tokens_hi) {
       Sm90MoeConfig c;
-      c.gemm1 = e.gemm1;
-      c.gemm2 = e.gemm2;
+      c.gemm1 = gemm_tile_supports(e.gemm1, p.layout) ? e.gemm1 : heuristic_tile(rows_per_expert(p), p.layout);
+      c.gemm2 = gemm_tile_supports(e.gemm2, p.layout) ? e.gemm2 : heuristic_tile(rows_per_expert(p), p.layout);
       c.from_table = true;
       return c;
     }

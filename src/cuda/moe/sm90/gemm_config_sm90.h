@@ -4,6 +4,13 @@
 // heuristic below, whose ranges are stated in rows per expert m = T*k/E (the M of each
 // expert's GEMM when routing is balanced):
 //
+//   m <= 4, NK     stream swap-AB           weight-read bound at a few rows per expert: weights
+//                  (not CUTLASS)            loaded straight into mma.sync fragments, many 16-byte
+//                                           loads in flight, L2 fetching 256 B per miss; 4-8%
+//                                           faster than 64x128x128 per GEMM on Qwen3-30B-A3B at
+//                                           m = 1 and 4, even on Qwen3-235B-A22B, slower from
+//                                           m ~ 16 (each lane's token loads grow with m); the
+//                                           tuner pairs it: gemm2 takes it only after gemm1 does
 //   m <= 48        pingpong 64x128x128      weight-read bound: the smallest M tile wastes the
 //                                           fewest tensor-core cycles; 2 consumer warpgroups on
 //                                           alternate tiles hide the epilogue; K = 128 per step
@@ -44,6 +51,9 @@ struct MoeProblem {
   std::int64_t intermediate = 0;
   std::int64_t tokens = 0;
   int sm_count = 0;  // the device: tuned entries hold for this SM count only
+  // The table is tuned on NK weights; a tile it names that cannot take `layout` gives way to
+  // the heuristic's choice for this layout.
+  MoeWeightLayout layout = MoeWeightLayout::kNK;
 };
 
 // One row of the tuned table.

@@ -42,12 +42,18 @@ const char* gemm_tile_name(GemmTile tile) {
     case GemmTile::kCooperative128x256: return "cooperative_128x256x64_c2x1";
     case GemmTile::kPingpong64x256: return "pingpong_64x256x64_c1x1";
     case GemmTile::kPingpong64x128k128: return "pingpong_64x128x128_c1x1";
+    case GemmTile::kStreamSwapAb: return "stream_swapab_256x32";
   }
   return "unknown";
 }
 
 int gemm_tile_block_m(GemmTile tile) {
+  if (tile == GemmTile::kStreamSwapAb) return 32;  // rows of a group per pass
   return tile == GemmTile::kCooperative128x128 || tile == GemmTile::kCooperative128x256 ? 128 : 64;
+}
+
+bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout) {
+  return tile != GemmTile::kStreamSwapAb || layout == MoeWeightLayout::kNK;
 }
 
 bool sm90_grouped_gemm_available(int device) {
@@ -96,6 +102,17 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
     return invalid_argument("grouped_gemm_bf16_sm90: workspace must be 256-byte aligned and hold " +
                             std::to_string(need) + " bytes, got " + std::to_string(args.workspace_bytes));
   }
+  const bool nk = args.layout == MoeWeightLayout::kNK;
+  if (args.epilogue == GemmEpilogue::kSwiglu && (!nk || args.n % 16 != 0)) {
+    return invalid_argument("grouped_gemm_bf16_sm90: the SwiGLU epilogue needs NK weights and n % 16 == 0, got " +
+                            std::string(nk ? "NK" : "KN") + " n=" + std::to_string(args.n));
+  }
+  if (args.tile == GemmTile::kStreamSwapAb) {
+    if (!nk) {
+      return invalid_argument("grouped_gemm_bf16_sm90: tile stream_swapab_256x32 needs NK weights, got KN");
+    }
+    return detail::gemm_swapab_nk(args, stream);
+  }
   int device = 0;
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   detail::GroupedGemmLaunch launch;
@@ -116,18 +133,14 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
   launch.arrays.cutlass_workspace = ws + kArrays * slot;
   launch.arrays.cutlass_workspace_bytes = detail::kMaxCutlassWorkspaceBytes;
 
-  const bool nk = args.layout == MoeWeightLayout::kNK;
   if (args.epilogue == GemmEpilogue::kSwiglu) {
-    if (!nk || args.n % 16 != 0) {
-      return invalid_argument("grouped_gemm_bf16_sm90: the SwiGLU epilogue needs NK weights and n % 16 == 0, got " +
-                              std::string(nk ? "NK" : "KN") + " n=" + std::to_string(args.n));
-    }
     switch (args.tile) {
       case GemmTile::kPingpong64x128: return detail::gemm_sm90_pingpong64x128_nk_swiglu(launch, stream);
       case GemmTile::kCooperative128x128: return detail::gemm_sm90_coop128x128_nk_swiglu(launch, stream);
       case GemmTile::kCooperative128x256: return detail::gemm_sm90_coop128x256_nk_swiglu(launch, stream);
       case GemmTile::kPingpong64x256: return detail::gemm_sm90_pingpong64x256_nk_swiglu(launch, stream);
       case GemmTile::kPingpong64x128k128: return detail::gemm_sm90_pingpong64x128k128_nk_swiglu(launch, stream);
+      case GemmTile::kStreamSwapAb: break;  // dispatched above
     }
   }
   switch (args.tile) {
@@ -142,10 +155,11 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
     case GemmTile::kPingpong64x128k128:
       return nk ? detail::gemm_sm90_pingpong64x128k128_nk(launch, stream)
                 : detail::gemm_sm90_pingpong64x128k128_kn(launch, stream);
+    case GemmTile::kStreamSwapAb: break;  // dispatched above
   }
   return invalid_argument(
       "grouped_gemm_bf16_sm90: tile must be one of pingpong_64x128x64_c1x1, cooperative_128x128x64_c1x1, "
-      "cooperative_128x256x64_c2x1, pingpong_64x256x64_c1x1, pingpong_64x128x128_c1x1");
+      "cooperative_128x256x64_c2x1, pingpong_64x256x64_c1x1, pingpong_64x128x128_c1x1, stream_swapab_256x32");
 #endif
 }
 

@@ -35,12 +35,17 @@ enum class GemmTile {
   kCooperative128x256,  // 128x256x64 tile, 2 consumer warpgroups split M, cluster 2x1 (B multicast)
   kPingpong64x256,      // 64x256x64 tile, as kPingpong64x128 with half as many tiles per group
   kPingpong64x128k128,  // 64x128x128 tile: 256 contiguous bytes of each weight row per load step
+  kStreamSwapAb,        // not CUTLASS: mma.sync with the weight rows as M, weights loaded straight
+                        // into registers, 32 rows of a group per pass (grouped_gemm_bf16_swapab_nk.cu);
+                        // kNK only, for a few rows per group
 };
 // (A pingpong 128x128x64 c2x1 tile was tried and never won on H100 for the shapes:
 // bench/results/moe_tune_h100.json, records "pingpong_128x128x64_c2x1"; it was dropped.)
-constexpr int kNumGemmTiles = 5;
+constexpr int kNumGemmTiles = 6;
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
+// Whether `tile` is compiled for weights in `layout` (kStreamSwapAb: kNK only).
+bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout);
 
 // What the epilogue writes. kSwiglu (GEMM1 of the MoE): b's n = 2I rows per group are W1's
 // gate and up rows interleaved in blocks of 8 (gate 8q..8q+7, then up 8q..8q+7, for q in
@@ -114,6 +119,8 @@ FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_nk_swiglu)
 #undef FUSEKIT_SM90_GEMM_DECL
+// kStreamSwapAb (grouped_gemm_bf16_swapab_nk.cu): needs none of the per-group arrays.
+Status gemm_swapab_nk(const GroupedGemmArgs& args, cudaStream_t stream);
 }  // namespace detail
 
 }  // namespace fusekit::cuda_moe::sm90

@@ -90,7 +90,7 @@ Status prefill_forward(const MoeLayer& layer, const TensorView& x, const std::in
   a.num_experts = static_cast<int>(c.num_experts);
   a.hidden = c.hidden;
   a.intermediate = c.intermediate;
-  MoeProblem problem{c.num_experts, c.top_k, c.hidden, c.intermediate, a.tokens, sm_count(x.device_id)};
+  MoeProblem problem{c.num_experts, c.top_k, c.hidden, c.intermediate, a.tokens, sm_count(x.device_id), c.layout};
   a.config = choose_sm90_config(problem);
   maybe_print_config(problem, a.config);
   a.workspace = static_cast<char*>(workspace.data) + at;
