@@ -48,10 +48,6 @@ using fusekit::cuda_moe::sm90::GemmTile;
 constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
                                GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
                                GemmTile::kPingpong64x128k128, GemmTile::kStreamSwapAb};
-// The swapped-operand tile is timed only up to this many rows per expert (the heuristic's bound,
-// gemm_config_sm90.h): at 8 (Qwen3-30B-A3B T=128) its gemm2 timed 4% faster alone but the layer
-// ran 18 us slower with it.
-constexpr double kStreamSwapAbMaxRowsPerExpert = 4;
 // A tile replaces the heuristic's choice only when faster by more than this fraction.
 constexpr double kTunerMargin = 0.03;
 constexpr int kNumTiles = sizeof(kTiles) / sizeof(kTiles[0]);
@@ -194,7 +190,7 @@ int tune_moe(const fusekit::cli::Args& args) {
       for (int ti = 0; ti < kNumTiles; ++ti) {
         row.us1[ti] = row.us2[ti] = std::numeric_limits<double>::infinity();
         if (!sm90::gemm_tile_supports(kTiles[ti], layout)) continue;
-        if (kTiles[ti] == GemmTile::kStreamSwapAb && double(pairs) / double(mc.E) > kStreamSwapAbMaxRowsPerExpert) {
+        if (kTiles[ti] == GemmTile::kStreamSwapAb && double(pairs) / double(mc.E) > sm90::kStreamSwapAbMaxRowsPerExpert) {
           continue;
         }
         sm90::GroupedGemmArgs g;

@@ -21,20 +21,18 @@ const TunedEntry kTuned[] = {
 };
 
 GemmTile heuristic_tile(double rows_per_expert, MoeWeightLayout layout) {
-  if (rows_per_expert <= 4 && gemm_tile_supports(kStreamSwapAb, layout)) return kStreamSwapAb;
+  if (rows_per_expert <= kStreamSwapAbMaxRowsPerExpert && gemm_tile_supports(kStreamSwapAb, layout)) {
+    return kStreamSwapAb;
+  }
   if (rows_per_expert <= 48) return kPingpong64x128k128;
   if (rows_per_expert <= 384) return kPingpong64x256;
   return kCooperative128x256;
 }
 
-double rows_per_expert(const MoeProblem& p) {
-  return p.experts > 0 ? double(p.tokens) * double(p.top_k) / double(p.experts) : 0.0;
-}
-
 }  // namespace
 
 Sm90MoeConfig heuristic_sm90_config(const MoeProblem& p) {
-  const double m = rows_per_expert(p);
+  const double m = p.experts > 0 ? double(p.tokens) * double(p.top_k) / double(p.experts) : 0.0;
   Sm90MoeConfig c;
   c.gemm1 = heuristic_tile(m, p.layout);
   c.gemm2 = heuristic_tile(m, p.layout);
@@ -46,9 +44,11 @@ Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
   for (const TunedEntry& e : kTuned) {
     if (e.experts == p.experts && e.top_k == p.top_k && e.hidden == p.hidden && e.intermediate == p.intermediate &&
         e.sm_count == p.sm_count && p.tokens >= e.tokens_lo && p.tokens <= e.tokens_hi) {
-      Sm90MoeConfig c;
-      c.gemm1 = gemm_tile_supports(e.gemm1, p.layout) ? e.gemm1 : heuristic_tile(rows_per_expert(p), p.layout);
-      c.gemm2 = gemm_tile_supports(e.gemm2, p.layout) ? e.gemm2 : heuristic_tile(rows_per_expert(p), p.layout);
+      // A tile the table names that cannot take p.layout (the table is tuned on NK) gives way to
+      // the heuristic's, which never names one.
+      Sm90MoeConfig c = heuristic_sm90_config(p);
+      if (gemm_tile_supports(e.gemm1, p.layout)) c.gemm1 = e.gemm1;
+      if (gemm_tile_supports(e.gemm2, p.layout)) c.gemm2 = e.gemm2;
       c.from_table = true;
       return c;
     }

@@ -107,12 +107,11 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
     return invalid_argument("grouped_gemm_bf16_sm90: the SwiGLU epilogue needs NK weights and n % 16 == 0, got " +
                             std::string(nk ? "NK" : "KN") + " n=" + std::to_string(args.n));
   }
-  if (args.tile == GemmTile::kStreamSwapAb) {
-    if (!nk) {
-      return invalid_argument("grouped_gemm_bf16_sm90: tile stream_swapab_256x32 needs NK weights, got KN");
-    }
-    return detail::gemm_swapab_nk(args, stream);
+  if (!gemm_tile_supports(args.tile, args.layout)) {
+    return invalid_argument(std::string("grouped_gemm_bf16_sm90: tile ") + gemm_tile_name(args.tile) +
+                            " needs NK weights, got KN");
   }
+  if (args.tile == GemmTile::kStreamSwapAb) return detail::gemm_swapab_nk(args, stream);
   int device = 0;
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   detail::GroupedGemmLaunch launch;
