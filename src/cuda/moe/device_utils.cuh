@@ -11,6 +11,12 @@ namespace fusekit::cuda_moe::dev {
 
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + __expf(-g)); }
 
+// SwiGLU of fp32 GEMM accumulators, rounded as the unfused path rounds them (GEMM1 writes bf16
+// h, then silu * up in fp32): the fused epilogues stay bit-equal to GEMM + swiglu_rows_bf16.
+__device__ __forceinline__ float swiglu_of_bf16_rounded(float gate, float up) {
+  return silu(__bfloat162float(__float2bfloat16_rn(gate))) * __bfloat162float(__float2bfloat16_rn(up));
+}
+
 // 8 bf16 in one 16-byte word.
 struct alignas(16) Bf16x8 {
   __nv_bfloat162 h[4];

@@ -22,7 +22,7 @@
 // few rows per expert only (gemm_config_sm90.h). Rows past n and tokens past the group are
 // clamped for the loads and never stored. Epilogue kSwiglu: 16-row tiles are W1's interleaved
 // gate/up blocks (n % 16 == 0), so a lane holds gate and up of the same output and applies
-// SwiGLU in registers, rounding as the CUTLASS epilogue does (bf16 gate and up, then silu * up).
+// SwiGLU in registers, rounding as the CUTLASS epilogue does (dev::swiglu_of_bf16_rounded).
 //
 // Measured on H100 (`fusekit tune moe`, per GEMM, against the best CUTLASS tile): Qwen3-30B-A3B
 // T = 16 / 64 gemm1 183 / 275 vs 195 / 287 us, gemm2 100 / 144 vs 107 / 155 us; Qwen3-235B-A22B
@@ -141,9 +141,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_gemm_bf16_swapab_nk_ke
           const std::int64_t tok = t0 + 8 * j + 2 * c + e;
           if (tok >= rows) continue;
           if constexpr (kEpilogue == GemmEpilogue::kSwiglu) {
-            const float gate = __bfloat162float(__float2bfloat16_rn(acc[t][j][e]));
-            const float up = __bfloat162float(__float2bfloat16_rn(acc[t][j][2 + e]));
-            p.d[(r0 + tok) * (n / 2) + (n0 + 16 * t) / 2 + q] = __float2bfloat16_rn(dev::silu(gate) * up);
+            p.d[(r0 + tok) * (n / 2) + (n0 + 16 * t) / 2 + q] =
+                __float2bfloat16_rn(dev::swiglu_of_bf16_rounded(acc[t][j][e], acc[t][j][2 + e]));
           } else {
             __nv_bfloat16* out = p.d + (r0 + tok) * n + row;
             out[0] = __float2bfloat16_rn(acc[t][j][e]);

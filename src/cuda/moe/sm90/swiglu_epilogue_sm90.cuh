@@ -125,11 +125,8 @@ class SwigluEpilogueArray {
             float act[2];
             CUTLASS_PRAGMA_UNROLL
             for (int v = 0; v < 2; ++v) {
-              const float g = __bfloat162float(
-                  __float2bfloat16_rn(accumulators(make_coord(make_coord(v, half, 2 * q), mi, ni))));
-              const float u = __bfloat162float(
-                  __float2bfloat16_rn(accumulators(make_coord(make_coord(v, half, 2 * q + 1), mi, ni))));
-              act[v] = dev::silu(g) * u;
+              act[v] = dev::swiglu_of_bf16_rounded(accumulators(make_coord(make_coord(v, half, 2 * q), mi, ni)),
+                                                   accumulators(make_coord(make_coord(v, half, 2 * q + 1), mi, ni)));
             }
             const std::int64_t col = (n / 16) * 8 + n % 8;
             *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(out) + m * ldd + col) =
