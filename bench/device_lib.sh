@@ -9,6 +9,9 @@ OUT=${OUT:-/tmp/${DEVICE_CALL_NAME}_out}
 W=/tmp/${DEVICE_CALL_NAME}_work
 mkdir -p "$OUT" "$W"
 B=./build-device/fusekit
+# Result files are named for the card they were measured on (moe_h100.json, moe_h200.json).
+GPU_TAG=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -oiE 'h100|h200|h20|a100|l40s' | head -1 | tr 'A-Z' 'a-z')
+GPU_TAG=${GPU_TAG:-gpu}
 DEVICE_CALL_T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - DEVICE_CALL_T0 ))s] $*"; }
 

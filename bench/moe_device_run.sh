@@ -11,6 +11,8 @@ OUT=${OUT:-/tmp/moe_out}
 mkdir -p "$OUT"
 LOG="$OUT/moe_device_log.txt"
 t0=$(date +%s)
+GPU_TAG=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -oiE 'h100|h200' | head -1 | tr 'A-Z' 'a-z')}
+GPU_TAG=${GPU_TAG:-gpu}
 stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
 {
   stamp "build"
@@ -28,7 +30,7 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
     | grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) *\]|Failure|error" | tail -30
   if [ "${TUNE:-1}" != 0 ]; then
     stamp "tune"
-    ./build-device/fusekit tune moe --write "$OUT/tuned_configs_sm90.inc" --json "$OUT/moe_tune_h100.json"
+    ./build-device/fusekit tune moe --write "$OUT/tuned_configs_sm90.inc" --json "$OUT/moe_tune_${GPU_TAG}.json"
   fi
   stamp "probe"
   export PYTHONPATH=python FUSEKIT_PRINT_CONFIG=1
@@ -42,7 +44,7 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
   SKIP=""
   for attempt in 1 2 3 4; do
     RESUME=""; [ "$attempt" -gt 1 ] && RESUME="--resume"
-    python3 -X faulthandler bench/moe_peers.py --out "$OUT/moe_h100.json" --fusekit-via "${VIA:-shim}" \
+    python3 -X faulthandler bench/moe_peers.py --out "$OUT/moe_${GPU_TAG}.json" --fusekit-via "${VIA:-shim}" \
       $RESUME --skip "$SKIP" ${BENCH_ARGS:-} > "$OUT/bench_attempt.txt" 2>&1
     rc=$?
     cat "$OUT/bench_attempt.txt"
@@ -52,7 +54,7 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
     SKIP="$SKIP,$last"
   done
   rm -f "$OUT/bench_attempt.txt"
-  python3 bench/plot_moe.py "$OUT/moe_h100.json" --out-dir "$OUT"
+  python3 bench/plot_moe.py "$OUT/moe_${GPU_TAG}.json" --out-dir "$OUT"
   stamp "done"
 } > "$LOG" 2>&1
 # The reply carries the tail: keep the tables, not the build noise.

@@ -2,7 +2,7 @@
 # The closing GPU call of a session, on the code as committed: build with the Python extension,
 # the peer benchmark (bench/moe_device_run.sh; moe_h100.json and the plots go straight to
 # $OUT), every MoE GPU suite and the Python GPU tests (archived after each suite), then the CLI
-# decode table on prepared weights (moe_decode_h100.json). Whatever finished comes back even if
+# decode table on prepared weights (moe_decode_${GPU_TAG}.json). Whatever finished comes back even if
 # the call is cut off at its time limit. STAGE=bench or STAGE=tests runs one half.
 # AB="NAME=VALUE" adds an A/B at the end: the CLI layer bench (AB_CASES, AB_TOKENS) run four
 # times, alternating without and with that environment variable (moe_ab_*.json in the archive).
@@ -15,13 +15,13 @@ STAGE=${STAGE:-all}
   FUSEKIT_CMAKE_ARGS="-DFUSEKIT_BUILD_PYTHON=ON" bash scripts/device_build.sh 2>&1 | tail -1
   if [ "$STAGE" != tests ]; then
     stamp bench
-    TUNE=0 LAYER_TESTS=0 MOE_TESTS=none_xyz OUT="$OUT" bash bench/moe_device_run.sh | grep -E "T=|fusekit via|FAILED"
+    TUNE=${TUNE:-0} LAYER_TESTS=0 MOE_TESTS=none_xyz OUT="$OUT" bash bench/moe_device_run.sh | grep -E "T=|fusekit via|FAILED"
   fi
   if [ "$STAGE" != bench ]; then
     stamp tests
     run_gpu_tests
     stamp decode
-    $B bench moe --tokens 1,2,4,8,16,64 --stages 0 --gate-up-order prepared --json "$OUT/moe_decode_h100.json" \
+    $B bench moe --tokens 1,2,4,8,16,64 --stages 0 --gate-up-order prepared --json "$OUT/moe_decode_${GPU_TAG}.json" \
       > "$W/decode.txt" 2>&1
     grep -E "^(qwen|mixtral)" "$W/decode.txt"
   fi
