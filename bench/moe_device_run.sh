@@ -30,7 +30,7 @@ stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
     | grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) *\]|Failure|error" | tail -30
   if [ "${TUNE:-1}" != 0 ]; then
     stamp "tune"
-    ./build-device/fusekit tune moe --write "$OUT/tuned_configs_sm90.inc" --json "$OUT/moe_tune_${GPU_TAG}.json"
+    ./build-device/fusekit tune moe --write "$OUT/tuned_configs_sm90_${GPU_TAG}.inc" --json "$OUT/moe_tune_${GPU_TAG}.json"
   fi
   stamp "probe"
   export PYTHONPATH=python FUSEKIT_PRINT_CONFIG=1

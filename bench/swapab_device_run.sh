@@ -22,10 +22,10 @@ layer() {
   stamp layer before
   layer before
   stamp tune
-  cp src/cuda/moe/sm90/tuned_configs_sm90.inc "$W/tuned_before.inc"
-  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90.inc --json "$W/moe_tune_h100.json" > "$W/tune.txt" 2>&1
+  cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_before.inc"
+  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc --json "$W/moe_tune_h100.json" > "$W/tune.txt" 2>&1
   echo "tune rc=$?"; grep -E "T=" "$W/tune.txt"
-  cp src/cuda/moe/sm90/tuned_configs_sm90.inc "$W/tuned_configs_sm90.inc"
+  cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_configs_sm90_${GPU_TAG}.inc"
   pack
   stamp rebuild
   bash scripts/device_build.sh 2>&1 | tail -1

@@ -12,10 +12,10 @@ LAYER_TOKENS=${LAYER_TOKENS:-1,8,64,256,1024,4096,16384}
 {
   bash scripts/device_build.sh 2>&1 | tail -2
   run_gpu_tests moe_sm90_grouped_gemm_test moe_sm90_experts_test
-  cp src/cuda/moe/sm90/tuned_configs_sm90.inc "$W/tuned_before.inc"
-  $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90.inc --json "$W/tune.json" > "$W/tune.txt" 2>&1
+  cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_before.inc"
+  $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc --json "$W/tune.json" > "$W/tune.txt" 2>&1
   echo "tune rc=$?"
-  cp src/cuda/moe/sm90/tuned_configs_sm90.inc "$W/tuned_after.inc"
+  cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_after.inc"
   bash scripts/device_build.sh 2>&1 | tail -1
   FUSEKIT_PRINT_CONFIG=1 $B bench moe --tokens "$LAYER_TOKENS" --stages 0 --json "$W/layer_after.json" > "$W/layer_after.txt" 2>&1
   grep -E "^(qwen|mixtral)|moe sm90" "$W/layer_after.txt"

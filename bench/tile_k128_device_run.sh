@@ -12,10 +12,10 @@ source "$(dirname "$0")/device_lib.sh" tile_k128
   stamp tests
   run_gpu_tests moe_sm90_grouped_gemm_test moe_sm90_experts_test
   stamp tune
-  cp src/cuda/moe/sm90/tuned_configs_sm90.inc "$W/tuned_before.inc"
-  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90.inc --json "$W/moe_tune_h100.json" > "$W/tune.txt" 2>&1
+  cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_before.inc"
+  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc --json "$W/moe_tune_h100.json" > "$W/tune.txt" 2>&1
   echo "tune rc=$?"; grep -E "T=" "$W/tune.txt"
-  cp src/cuda/moe/sm90/tuned_configs_sm90.inc "$W/tuned_configs_sm90.inc"
+  cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_configs_sm90_${GPU_TAG}.inc"
   stamp rebuild
   bash scripts/device_build.sh 2>&1 | tail -1
   stamp layer

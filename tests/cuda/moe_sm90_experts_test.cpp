@@ -247,7 +247,7 @@ TEST(Sm90Config, KnWeightsNeverGetTheNkOnlyTile) {
   for (const auto& s : shapes) {
     for (std::int64_t T : {1, 16, 32, 64, 256, 1024, 16384}) {
       for (int sms : {132, 114}) {
-        const MoeProblem kn{s[0], s[1], s[2], s[3], T, sms, MoeWeightLayout::kKN};
+        const MoeProblem kn{s[0], s[1], s[2], s[3], T, sms, MoeWeightLayout::kKN, "NVIDIA H100 80GB HBM3"};
         const cuda_moe::sm90::Sm90MoeConfig c = cuda_moe::sm90::choose_sm90_config(kn);
         EXPECT_TRUE(cuda_moe::sm90::gemm_tile_supports(c.gemm1, MoeWeightLayout::kKN)) << s[0] << " T=" << T;
         EXPECT_TRUE(cuda_moe::sm90::gemm_tile_supports(c.gemm2, MoeWeightLayout::kKN)) << s[0] << " T=" << T;
@@ -259,6 +259,34 @@ TEST(Sm90Config, KnWeightsNeverGetTheNkOnlyTile) {
   MoeProblem few_kn = few;
   few_kn.layout = MoeWeightLayout::kKN;
   EXPECT_EQ(cuda_moe::sm90::heuristic_sm90_config(few_kn).gemm1, GemmTile::kPingpong64x128k128);
+}
+
+// The tuned tables are per card: the H100 SXM and the H200 have the same 132 SMs but not the
+// same picks (the H200 tuner moved Qwen3-235B-A22B T=64 from 64x128x128 to 64x256), so a row
+// holds only for the device name it was tuned on; another name, or none, gets the heuristic.
+TEST(Sm90Config, TunedRowsHoldForTheirCardOnly) {
+  using cuda_moe::sm90::MoeProblem;
+  using cuda_moe::sm90::choose_sm90_config;
+  MoeProblem p{128, 8, 4096, 1536, 64, 132, MoeWeightLayout::kNK, "NVIDIA H100 80GB HBM3"};
+  const cuda_moe::sm90::Sm90MoeConfig h100 = choose_sm90_config(p);
+  EXPECT_TRUE(h100.from_table);
+  EXPECT_EQ(h100.gemm1, GemmTile::kPingpong64x128k128);
+  p.device_name = "NVIDIA H200";
+  const cuda_moe::sm90::Sm90MoeConfig h200 = choose_sm90_config(p);
+  EXPECT_TRUE(h200.from_table);
+  EXPECT_EQ(h200.gemm1, GemmTile::kPingpong64x256);
+  for (const char* other : {"NVIDIA H20", "NVIDIA H200 NVL", "", static_cast<const char*>(nullptr)}) {
+    p.device_name = other;
+    const cuda_moe::sm90::Sm90MoeConfig c = choose_sm90_config(p);
+    EXPECT_FALSE(c.from_table) << (other != nullptr ? other : "nullptr");
+    EXPECT_EQ(c.gemm1, cuda_moe::sm90::heuristic_sm90_config(p).gemm1);
+  }
+  // Same name, another SM count (a partitioned or cut-down part): the heuristic.
+  p.device_name = "NVIDIA H200";
+  p.sm_count = 114;
+  EXPECT_FALSE(choose_sm90_config(p).from_table);
+  // The description names the card the choice was made for.
+  EXPECT_NE(cuda_moe::sm90::describe(p, choose_sm90_config(p)).find("NVIDIA H200 (114 SMs)"), std::string::npos);
 }
 
 // count + scan (launch_align_count_scan) on both of its sides: one CTA up to kOneBlockMaxPairs

@@ -2,6 +2,7 @@
 #include "cuda/moe/sm90/gemm_config_sm90.h"
 
 #include <cstdio>
+#include <cstring>
 
 #include "cuda/moe/print_config.h"
 
@@ -16,8 +17,9 @@ constexpr GemmTile kPingpong64x128k128 = GemmTile::kPingpong64x128k128;
 constexpr GemmTile kStreamSwapAb = GemmTile::kStreamSwapAb;
 
 const TunedEntry kTuned[] = {
-#include "cuda/moe/sm90/tuned_configs_sm90.inc"
-    {0, 0, 0, 0, 0, 0, 0, kPingpong64x128, kPingpong64x128},  // sentinel (never matches: E = 0)
+#include "cuda/moe/sm90/tuned_configs_sm90_h100.inc"
+#include "cuda/moe/sm90/tuned_configs_sm90_h200.inc"
+    {"", 0, 0, 0, 0, 0, 0, 0, kPingpong64x128, kPingpong64x128},  // sentinel (never matches: E = 0)
 };
 
 GemmTile heuristic_tile(double rows_per_expert, MoeWeightLayout layout) {
@@ -41,9 +43,11 @@ Sm90MoeConfig heuristic_sm90_config(const MoeProblem& p) {
 }
 
 Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
+  if (p.device_name == nullptr) return heuristic_sm90_config(p);
   for (const TunedEntry& e : kTuned) {
-    if (e.experts == p.experts && e.top_k == p.top_k && e.hidden == p.hidden && e.intermediate == p.intermediate &&
-        e.sm_count == p.sm_count && p.tokens >= e.tokens_lo && p.tokens <= e.tokens_hi) {
+    if (std::strcmp(e.device_name, p.device_name) == 0 && e.sm_count == p.sm_count && e.experts == p.experts &&
+        e.top_k == p.top_k && e.hidden == p.hidden && e.intermediate == p.intermediate && p.tokens >= e.tokens_lo &&
+        p.tokens <= e.tokens_hi) {
       // A tile the table names that cannot take p.layout (the table is tuned on NK) gives way to
       // the heuristic's, which never names one.
       Sm90MoeConfig c = heuristic_sm90_config(p);
@@ -57,10 +61,11 @@ Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
 }
 
 std::string describe(const MoeProblem& p, const Sm90MoeConfig& c) {
-  char buf[320];
-  std::snprintf(buf, sizeof(buf), "moe sm90: E=%lld k=%lld H=%lld I=%lld T=%lld sms=%d -> gemm1 %s, gemm2 %s (%s)",
+  char buf[400];
+  std::snprintf(buf, sizeof(buf), "moe sm90: E=%lld k=%lld H=%lld I=%lld T=%lld on %s (%d SMs) -> gemm1 %s, gemm2 %s (%s)",
                 static_cast<long long>(p.experts), static_cast<long long>(p.top_k), static_cast<long long>(p.hidden),
-                static_cast<long long>(p.intermediate), static_cast<long long>(p.tokens), p.sm_count,
+                static_cast<long long>(p.intermediate), static_cast<long long>(p.tokens),
+                p.device_name != nullptr ? p.device_name : "an unnamed device", p.sm_count,
                 gemm_tile_name(c.gemm1), gemm_tile_name(c.gemm2), c.from_table ? "tuned table" : "heuristic");
   return buf;
 }

@@ -1,6 +1,8 @@
 // Tile choice of the Hopper MoE path: one pure function of the problem (E, top_k, H, I, T,
-// device). A tuned table (tuned_configs_sm90.inc, written by `fusekit tune moe`) wins where it
-// has an entry for the exact (E, k, H, I, SM count) and a T range holding T; otherwise the
+// device). A tuned table (tuned_configs_sm90_<card>.inc, one per card, written by `fusekit tune
+// moe`) wins where it has an entry for the exact card (device name and SM count: the H100 SXM
+// and the H200 both have 132 SMs, but the H200's 1.4x memory bandwidth moves the tile bounds),
+// the exact (E, k, H, I) and a T range holding T; otherwise the
 // heuristic below, whose ranges are stated in rows per expert m = T*k/E (the M of each
 // expert's GEMM when routing is balanced):
 //
@@ -46,7 +48,7 @@ constexpr double kStreamSwapAbMaxRowsPerExpert = 4;
 struct Sm90MoeConfig {
   GemmTile gemm1 = GemmTile::kPingpong64x128;
   GemmTile gemm2 = GemmTile::kPingpong64x128;
-  bool from_table = false;  // true: tuned_configs_sm90.inc; false: the heuristic
+  bool from_table = false;  // true: a tuned_configs_sm90_<card>.inc row; false: the heuristic
 };
 
 struct MoeProblem {
@@ -59,10 +61,14 @@ struct MoeProblem {
   // The table is tuned on NK weights; a tile it names that cannot take `layout` gives way to
   // the heuristic's choice for this layout.
   MoeWeightLayout layout = MoeWeightLayout::kNK;
+  // The device's name as CUDA reports it (cudaDeviceProp::name, e.g. "NVIDIA H200"); tuned
+  // entries hold for that card only. nullptr: no table entry matches, the heuristic decides.
+  const char* device_name = nullptr;
 };
 
 // One row of the tuned table.
 struct TunedEntry {
+  const char* device_name;
   std::int64_t experts, top_k, hidden, intermediate;
   int sm_count;
   std::int64_t tokens_lo, tokens_hi;  // inclusive range of T this entry serves

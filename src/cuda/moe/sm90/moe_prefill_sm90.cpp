@@ -2,7 +2,9 @@
 // forward then needs, and the call that maps forward's views onto experts_forward.
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
 
 #include "cuda/moe/sm90/moe_sm90.h"
 #include "cuda/moe/workspace_layout.h"
@@ -32,6 +34,25 @@ int sm_count(int device) {
   if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) cudaGetLastError();
   if (device >= 0 && device < kMaxDevices) g_device_sms[device].store(sms, std::memory_order_relaxed);
   return sms;
+}
+
+// The device's name (cudaDeviceProp::name), read once per device: the tuned tables are per card.
+// nullptr where it cannot be read (the heuristic then decides).
+const char* device_name(int device) {
+  static std::once_flag once[kMaxDevices];
+  static char names[kMaxDevices][256];
+  static bool known[kMaxDevices];
+  if (device < 0 || device >= kMaxDevices) return nullptr;
+  std::call_once(once[device], [device] {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    std::snprintf(names[device], sizeof(names[device]), "%s", prop.name);
+    known[device] = true;
+  });
+  return known[device] ? names[device] : nullptr;
 }
 
 // The routing regions (topk_ids, topk_weights) come first; this path needs none of the
@@ -90,7 +111,8 @@ Status prefill_forward(const MoeLayer& layer, const TensorView& x, const std::in
   a.num_experts = static_cast<int>(c.num_experts);
   a.hidden = c.hidden;
   a.intermediate = c.intermediate;
-  MoeProblem problem{c.num_experts, c.top_k, c.hidden, c.intermediate, a.tokens, sm_count(x.device_id), c.layout};
+  MoeProblem problem{c.num_experts, c.top_k,     c.hidden, c.intermediate, a.tokens, sm_count(x.device_id),
+                     c.layout,      device_name(x.device_id)};
   a.config = choose_sm90_config(problem);
   maybe_print_config(problem, a.config);
   a.workspace = static_cast<char*>(workspace.data) + at;
