@@ -3,7 +3,7 @@
 # moe` (its table and records to $OUT, not applied), the CLI decode table on prepared weights,
 # then every MoE GPU suite and pytest (archived after each suite, so a cut-off call still returns
 # what finished).   bash scripts/device_carry.sh here; on the device (carry [".carry"]):
-#   bash bench/h200_tune_tests_device_run.sh
+#   bash bench/card_tune_tests_device_run.sh
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" tune_tests
 {
