@@ -6,14 +6,8 @@
 # then on the device (carry [".carry"]):  bash bench/moe_device_run.sh
 # Knobs: MOE_TESTS (ctest -R regex), TUNE=0 (skip the tuner), BENCH_ARGS (extra moe_peers.py args).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/moe_out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/device_lib.sh" moe  # OUT (default /tmp/moe_out), GPU_TAG, stamp
 LOG="$OUT/moe_device_log.txt"
-t0=$(date +%s)
-GPU_TAG=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -oiE 'h100|h200' | head -1 | tr 'A-Z' 'a-z')}
-GPU_TAG=${GPU_TAG:-gpu}
-stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
 {
   stamp "build"
   FUSEKIT_CMAKE_ARGS="-DFUSEKIT_BUILD_PYTHON=ON" bash scripts/device_build.sh

@@ -23,7 +23,7 @@ layer() {
   layer before
   stamp tune
   cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_before.inc"
-  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc --json "$W/moe_tune_h100.json" > "$W/tune.txt" 2>&1
+  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc --json "$W/moe_tune_${GPU_TAG}.json" > "$W/tune.txt" 2>&1
   echo "tune rc=$?"; grep -E "T=" "$W/tune.txt"
   cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_configs_sm90_${GPU_TAG}.inc"
   pack

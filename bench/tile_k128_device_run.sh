@@ -13,7 +13,7 @@ source "$(dirname "$0")/device_lib.sh" tile_k128
   run_gpu_tests moe_sm90_grouped_gemm_test moe_sm90_experts_test
   stamp tune
   cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_before.inc"
-  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc --json "$W/moe_tune_h100.json" > "$W/tune.txt" 2>&1
+  timeout 300 $B tune moe --write src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc --json "$W/moe_tune_${GPU_TAG}.json" > "$W/tune.txt" 2>&1
   echo "tune rc=$?"; grep -E "T=" "$W/tune.txt"
   cp src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc "$W/tuned_configs_sm90_${GPU_TAG}.inc"
   stamp rebuild

@@ -15,7 +15,6 @@ namespace {
 constexpr int kMaxDevices = 64;
 // Per device: 0 unknown, 1 sm_90 (served here), 2 not.
 std::atomic<int> g_device_kind[kMaxDevices];
-std::atomic<int> g_device_sms[kMaxDevices];
 
 bool env_disabled() {
   static const bool disabled = [] {
@@ -25,34 +24,41 @@ bool env_disabled() {
   return disabled;
 }
 
-int sm_count(int device) {
-  if (device >= 0 && device < kMaxDevices) {
-    const int c = g_device_sms[device].load(std::memory_order_relaxed);
-    if (c > 0) return c;
-  }
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) cudaGetLastError();
-  if (device >= 0 && device < kMaxDevices) g_device_sms[device].store(sms, std::memory_order_relaxed);
-  return sms;
-}
+// The card the tuned tables are keyed by: SM count and cudaDeviceProp::name (the H100 SXM and
+// the H200 share the count). Read once per device and cached; a failed read gives {0, nullptr}
+// (no table row matches, the heuristic decides) and is tried again on the next call. A device
+// id past the cache is read each call and has no name.
+struct Card {
+  int sm_count = 0;
+  const char* name = nullptr;
+};
 
-// The device's name (cudaDeviceProp::name), read once per device: the tuned tables are per card.
-// nullptr where it cannot be read (the heuristic then decides).
-const char* device_name(int device) {
-  static std::once_flag once[kMaxDevices];
-  static char names[kMaxDevices][256];
-  static bool known[kMaxDevices];
-  if (device < 0 || device >= kMaxDevices) return nullptr;
-  std::call_once(once[device], [device] {
-    cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+Card card_of(int device) {
+  if (device < 0 || device >= kMaxDevices) {
+    Card card;
+    if (cudaDeviceGetAttribute(&card.sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
       cudaGetLastError();
-      return;
     }
-    std::snprintf(names[device], sizeof(names[device]), "%s", prop.name);
-    known[device] = true;
-  });
-  return known[device] ? names[device] : nullptr;
+    return card;
+  }
+  static std::atomic<bool> ready[kMaxDevices];
+  static Card cards[kMaxDevices];
+  static char names[kMaxDevices][256];
+  static std::mutex mutex;
+  if (!ready[device].load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!ready[device].load(std::memory_order_relaxed)) {
+      cudaDeviceProp prop;
+      if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        cudaGetLastError();
+        return {};
+      }
+      std::snprintf(names[device], sizeof(names[device]), "%s", prop.name);
+      cards[device] = Card{prop.multiProcessorCount, names[device]};
+      ready[device].store(true, std::memory_order_release);
+    }
+  }
+  return cards[device];
 }
 
 // The routing regions (topk_ids, topk_weights) come first; this path needs none of the
@@ -111,8 +117,8 @@ Status prefill_forward(const MoeLayer& layer, const TensorView& x, const std::in
   a.num_experts = static_cast<int>(c.num_experts);
   a.hidden = c.hidden;
   a.intermediate = c.intermediate;
-  MoeProblem problem{c.num_experts, c.top_k,     c.hidden, c.intermediate, a.tokens, sm_count(x.device_id),
-                     c.layout,      device_name(x.device_id)};
+  const Card card = card_of(x.device_id);
+  MoeProblem problem{c.num_experts, c.top_k, c.hidden, c.intermediate, a.tokens, card.sm_count, c.layout, card.name};
   a.config = choose_sm90_config(problem);
   maybe_print_config(problem, a.config);
   a.workspace = static_cast<char*>(workspace.data) + at;
