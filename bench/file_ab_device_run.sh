@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One GPU call: A/B in the layer of one source file against its committed version, then every
+# MoE GPU suite and pytest on the working tree. Put the committed version in .carry first:
+#   git show HEAD:<path> > .carry/ab_base.cu; bash scripts/device_carry.sh
+# then on the device (carry [".carry"]):
+#   AB_FILE=<path> bash bench/file_ab_device_run.sh
+# Builds the CLI with .carry/ab_base.cu in place of AB_FILE ("base"), then the working tree
+# with Python ("new"), runs the CLI layer bench (prepared weights, graph replay up to T=1024)
+# alternating the two binaries twice, then the suites.
+set -uo pipefail
+source "$(dirname "$0")/device_lib.sh" file_ab
+AB_FILE=${AB_FILE:?name the source file to A/B}
+CASES=${AB_CASES:-qwen3-30b-a3b,qwen3-235b-a22b,mixtral-8x7b}
+TOKENS=${AB_TOKENS:-1024,4096,16384}
+{
+  stamp "build base"
+  cp "$AB_FILE" /tmp/ab_new
+  cp .carry/ab_base.cu "$AB_FILE"
+  FUSEKIT_BUILD_TARGETS=fusekit bash scripts/device_build.sh 2>&1 | tail -1
+  cp build-device/fusekit /tmp/fk_base
+  cp /tmp/ab_new "$AB_FILE"
+  stamp "build new (everything, with Python)"
+  FUSEKIT_CMAKE_ARGS="-DFUSEKIT_BUILD_PYTHON=ON" bash scripts/device_build.sh 2>&1 | tail -2
+  cp build-device/fusekit /tmp/fk_new
+  for round in 1 2; do
+    for side in base new; do
+      stamp "$side round $round"
+      /tmp/fk_$side bench moe --cases "$CASES" --tokens "$TOKENS" --stages 0 --gate-up-order prepared \
+        --json "$W/moe_ab_${side}_$round.json" > "$W/ab_${side}_$round.txt" 2>&1
+      pack
+    done
+  done
+  python3 - "$W" <<'PY'
+import json, sys, collections
+res = collections.defaultdict(lambda: collections.defaultdict(list))
+for side in ["base", "new"]:
+    for r in (1, 2):
+        try: d = json.load(open(f"{sys.argv[1]}/moe_ab_{side}_{r}.json"))
+        except Exception as e: print(side, r, e); continue
+        for x in d["records"]:
+            if x["op"] == "moe": res[(x["case"], x["tokens"])][side].append(x["median_us"])
+for k in sorted(res):
+    v = res[k]; b = min(v["base"]) if v["base"] else float("nan")
+    print(f"{k[0]:16s} {k[1]:6d} " + "  ".join(f"{s} {' '.join(f'{u:8.1f}' for u in v[s])} ({100*(min(v[s])/b-1):+5.1f}%)" for s in v))
+PY
+  if [ -n "${TUNE_TOKENS:-}" ]; then
+    stamp "tuner (not applied)"
+    timeout 120 $B tune moe --tokens "$TUNE_TOKENS" --json "$W/tune.json" > "$W/tune.txt" 2>&1
+    echo "tune rc=$?"; grep -E "T=" "$W/tune.txt" | sed -E 's/gemm1 us:.*  -> /-> /'
+  fi
+  stamp tests
+  run_gpu_tests ${SUITES:-}
+  stamp done
+} 2>&1 | tee "$W/log.txt"
+pack

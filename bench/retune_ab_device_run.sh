@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One GPU call: re-tune this card's table on the working tree and A/B it against the committed
+# one in the layer. Builds (the CLI and the sm90 suites), keeps that CLI (committed table), runs
+# the sm90 GEMM and experts suites, `fusekit tune moe --write` over this card's .inc (the new
+# table and the tuner's records go to $OUT), rebuilds the CLI on it, then the CLI layer bench
+# (prepared weights, graph replay up to T=1024) alternating the two binaries twice.
+#   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/retune_ab_device_run.sh
+set -uo pipefail
+source "$(dirname "$0")/device_lib.sh" retune_ab
+INC=src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc
+CASES=${AB_CASES:-qwen3-30b-a3b,qwen3-235b-a22b,mixtral-8x7b}
+TOKENS=${AB_TOKENS:-16,64,256,1024,4096,16384}
+{
+  stamp build
+  FUSEKIT_BUILD_TARGETS="fusekit moe_sm90_grouped_gemm_test moe_sm90_experts_test" bash scripts/device_build.sh 2>&1 | tail -2
+  cp build-device/fusekit /tmp/fk_committed
+  stamp tests
+  run_gpu_tests ${SUITES:-moe_sm90_grouped_gemm_test moe_sm90_experts_test}
+  stamp tune
+  timeout 300 $B tune moe ${TUNE_ARGS:-} --write "$INC" --json "$OUT/moe_tune_${GPU_TAG}.json" > "$W/tune.txt" 2>&1
+  echo "tune rc=$?"; grep -E "T=" "$W/tune.txt"; cp "$INC" "$OUT/"
+  pack
+  stamp "build on the new table"
+  FUSEKIT_BUILD_TARGETS=fusekit bash scripts/device_build.sh 2>&1 | tail -1
+  cp build-device/fusekit /tmp/fk_retuned
+  for round in 1 2; do
+    for side in committed retuned; do
+      stamp "$side round $round"
+      FUSEKIT_PRINT_CONFIG=${PRINT_CONFIG:-0} /tmp/fk_$side bench moe --cases "$CASES" --tokens "$TOKENS" --stages 0 \
+        --gate-up-order prepared --json "$W/moe_ab_${side}_$round.json" > "$W/ab_${side}_$round.txt" 2>&1
+      grep -E "^(qwen|mixtral)|moe sm90" "$W/ab_${side}_$round.txt"
+      pack
+    done
+  done
+  stamp done
+} 2>&1 | tee "$W/log.txt"
+pack
