@@ -12,17 +12,17 @@ CASES=${AB_CASES:-qwen3-30b-a3b,qwen3-235b-a22b,mixtral-8x7b}
 TOKENS=${AB_TOKENS:-16,64,256,1024,4096,16384}
 {
   stamp build
-  FUSEKIT_BUILD_TARGETS="fusekit moe_sm90_grouped_gemm_test moe_sm90_experts_test" bash scripts/device_build.sh 2>&1 | tail -2
-  cp build-device/fusekit /tmp/fk_committed
+  FUSEKIT_BUILD_TARGETS="fusekit moe_sm90_grouped_gemm_test moe_sm90_experts_test" build_cli_to /tmp/fk_committed || exit 1
   stamp tests
   run_gpu_tests ${SUITES:-moe_sm90_grouped_gemm_test moe_sm90_experts_test}
   stamp tune
   timeout 300 $B tune moe ${TUNE_ARGS:-} --write "$INC" --json "$OUT/moe_tune_${GPU_TAG}.json" > "$W/tune.txt" 2>&1
-  echo "tune rc=$?"; grep -E "T=" "$W/tune.txt"; cp "$INC" "$OUT/"
+  rc=$?; echo "tune rc=$rc"; grep -E "T=" "$W/tune.txt" | sed -E 's/gemm1 us:.*  -> /-> /'; cp "$INC" "$OUT/"
   pack
+  [ $rc -eq 0 ] || { echo "the tuner failed: no A/B"; exit 1; }
   stamp "build on the new table"
-  FUSEKIT_BUILD_TARGETS=fusekit bash scripts/device_build.sh 2>&1 | tail -1
-  cp build-device/fusekit /tmp/fk_retuned
+  build_cli_to /tmp/fk_retuned || exit 1
+  same_binaries /tmp/fk_committed /tmp/fk_retuned && { echo "(the new table equals the committed one)"; exit 0; }
   for round in 1 2; do
     for side in committed retuned; do
       stamp "$side round $round"

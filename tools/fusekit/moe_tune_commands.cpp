@@ -4,7 +4,8 @@
 // compiled tile. GEMM1 runs with the epilogue the layer runs on prepared weights
 // (moe_prepared_config: SwiGLU in the epilogue where W1 is interleaved, else a plain store).
 // Then the pairs of each GEMM's kPairCandidates fastest tiles alone, and the heuristic's pair, are
-// timed as the layer runs them, GEMM1 then GEMM2 on its output, and the fastest pair is kept
+// timed as the layer runs them, GEMM1 then GEMM2 (on GEMM1's output where SwiGLU is in its
+// epilogue; the SwiGLU pass between them is not timed), and the fastest pair is kept
 // unless the heuristic's pair is within kTunerMargin of it (per-GEMM times alone disagreed with
 // the layer more than once: PERF_NOTES v5, v6). It prints the table and, with --write, writes it
 // as the C++ rows of one card that gemm_config_sm90.cpp includes
@@ -144,10 +145,29 @@ int tune_moe(const fusekit::cli::Args& args) {
     if (!wanted.empty() && wanted.find(mc.name) == std::string::npos) continue;
     const std::int64_t max_T = *std::max_element(token_list.begin(), token_list.end());
     const std::int64_t max_pairs = max_T * mc.k;
+    // GEMM1's epilogue in the layer on prepared weights: SwiGLU where W1 gets interleaved. With
+    // --layout kn the weights are timed as given (not prepared): a plain store.
+    fusekit::MoeConfig layer_config;
+    layer_config.num_experts = mc.E;
+    layer_config.top_k = mc.k;
+    layer_config.hidden = mc.H;
+    layer_config.intermediate = mc.I;
+    layer_config.max_tokens = max_T;
+    layer_config.layout = layout;
+    layer_config.backend = fusekit::MoeBackend::kCuda;
+    const bool swiglu_in_gemm1 =
+        layout == fusekit::MoeWeightLayout::kNK &&
+        fusekit::moe_prepared_config(layer_config).gate_up_order == fusekit::MoeGateUpOrder::kInterleaved8;
+    std::ostringstream params;
+    params << "{\"e\": " << mc.E << ", \"k\": " << mc.k << ", \"h\": " << mc.H << ", \"i\": " << mc.I
+           << ", \"layout\": \"" << (layout == fusekit::MoeWeightLayout::kNK ? "nk" : "kn")
+           << "\", \"gemm1_epilogue\": \"" << (swiglu_in_gemm1 ? "swiglu" : "store") << "\"}";
+    const std::string params_json = params.str();
     Buf w1(std::size_t(mc.E) * 2 * mc.I * mc.H * 2), w2(std::size_t(mc.E) * mc.H * mc.I * 2);
     Buf x(std::size_t(max_T) * mc.H * 2), ids(max_pairs * 4), counts(mc.E * 4), rank(max_pairs * 4),
         offsets((mc.E + 1) * 4), inv(max_pairs * 4);
-    Buf xs(std::size_t(max_pairs) * mc.H * 2), h(std::size_t(max_pairs) * 2 * mc.I * 2),
+    // h (GEMM1's output before SwiGLU) only where GEMM1 stores it.
+    Buf xs(std::size_t(max_pairs) * mc.H * 2), h(swiglu_in_gemm1 ? 0 : std::size_t(max_pairs) * 2 * mc.I * 2),
         act(std::size_t(max_pairs) * mc.I * 2), y(std::size_t(max_pairs) * mc.H * 2);
     Buf ws1(sm90::grouped_gemm_bf16_sm90_workspace_size(int(mc.E)));
     if (!w1.p || !w2.p || !x.p || !xs.p || !h.p || !act.p || !y.p || !ws1.p) {
@@ -158,23 +178,6 @@ int tune_moe(const fusekit::cli::Args& args) {
     fill_random_bf16(w2.p, w2.bytes / 2, 1.f / std::sqrt(float(mc.I)), rng);
     fill_random_bf16(x.p, x.bytes / 2, 1.f, rng);
     fill_random_bf16(act.p, act.bytes / 2, 1.f, rng);
-
-    // GEMM1's epilogue in the layer on prepared weights: SwiGLU where W1 gets interleaved.
-    fusekit::MoeConfig layer_config;
-    layer_config.num_experts = mc.E;
-    layer_config.top_k = mc.k;
-    layer_config.hidden = mc.H;
-    layer_config.intermediate = mc.I;
-    layer_config.max_tokens = max_T;
-    layer_config.layout = layout;
-    layer_config.backend = fusekit::MoeBackend::kCuda;
-    const bool swiglu_in_gemm1 =
-        fusekit::moe_prepared_config(layer_config).gate_up_order == fusekit::MoeGateUpOrder::kInterleaved8;
-    std::ostringstream params;
-    params << "{\"e\": " << mc.E << ", \"k\": " << mc.k << ", \"h\": " << mc.H << ", \"i\": " << mc.I
-           << ", \"layout\": \"" << (layout == fusekit::MoeWeightLayout::kNK ? "nk" : "kn")
-           << "\", \"gemm1_epilogue\": \"" << (swiglu_in_gemm1 ? "swiglu" : "store") << "\"}";
-    const std::string params_json = params.str();
 
     for (std::int64_t T : token_list) {
       if (fusekit::cuda_moe::use_decode_path(T, mc.k, mc.E)) continue;  // the decode kernels serve these

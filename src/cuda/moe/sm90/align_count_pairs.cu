@@ -6,7 +6,9 @@
 // shared atomic and the group ranks itself by popc), then takes one range per expert it saw
 // from the global counts (one global atomic per expert and CTA) and adds its start to the ranks.
 // Why: one global atomic per warp and expert serialised on the E counters (H200, Qwen3-30B-A3B:
-// 8.1 us at 32768 pairs, 23.8 us at 131072 pairs, ~900 atomics on each of 128 addresses).
+// 8.1 us at 32768 pairs, 23.8 us at 131072 pairs, ~900 atomics on each of 128 addresses). The
+// layer gained 3.4-4.7 us at 32768 pairs; at 8192 pairs (4 CTAs) it lost 1.8-2.4 us: too few
+// CTAs there (docs/PERF_NOTES.md, MoE on Hopper v7).
 // Ranks inside an expert follow the order the atomics land in (not deterministic); nothing
 // downstream depends on that order (see moe_sm90.h).
 #include "common/cuda_check.h"
