@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -259,6 +260,43 @@ TEST(Sm90Config, KnWeightsNeverGetTheNkOnlyTile) {
   MoeProblem few_kn = few;
   few_kn.layout = MoeWeightLayout::kKN;
   EXPECT_EQ(cuda_moe::sm90::heuristic_sm90_config(few_kn).gemm1, GemmTile::kPingpong64x128k128);
+}
+
+// The tuner's rule (fusekit tune moe): which tile pairs it times in layer order, and which it
+// keeps. Host only.
+TEST(Sm90Config, TunerTimesTheFastestPairsAndKeepsTheHeuristicsWithinItsMargin) {
+  using cuda_moe::sm90::TilePair;
+  const GemmTile tiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128, GemmTile::kCooperative128x256,
+                            GemmTile::kPingpong64x256, GemmTile::kPingpong64x128k128, GemmTile::kStreamSwapAb};
+  const double inf = std::numeric_limits<double>::infinity();
+  // gemm1: swap-AB fastest, then 64x256, then 64x128x128; gemm2: swap-AB, 128x128, 64x256.
+  const double us1[] = {120, 130, 140, 101, 102, 100};
+  const double us2[] = {60, 52, 70, 53, 61, 50};
+  const TilePair heuristic{GemmTile::kPingpong64x128, GemmTile::kPingpong64x128};
+  const std::vector<TilePair> pairs = cuda_moe::sm90::tuner_candidate_pairs(tiles, us1, us2, 6, heuristic);
+  ASSERT_FALSE(pairs.empty());
+  EXPECT_EQ(pairs.front(), heuristic);
+  // 3 x 3 fastest, minus the two CUTLASS gemm1 + swap-AB gemm2 pairs: 7, plus the heuristic's.
+  EXPECT_EQ(pairs.size(), 8u);
+  for (std::size_t i = 1; i < pairs.size(); ++i) {
+    EXPECT_FALSE(pairs[i] == heuristic) << "the heuristic's pair twice";
+    EXPECT_FALSE(pairs[i].gemm2 == GemmTile::kStreamSwapAb && pairs[i].gemm1 != GemmTile::kStreamSwapAb)
+        << "a swap-AB gemm2 after a CUTLASS gemm1";
+    EXPECT_NE(pairs[i].gemm1, GemmTile::kCooperative128x256) << "not among gemm1's 3 fastest";
+  }
+  // Tiles not timed (infinite) are never candidates, even when fewer than 3 remain.
+  const double only_two[] = {inf, inf, inf, 101, 102, inf};
+  const std::vector<TilePair> few = cuda_moe::sm90::tuner_candidate_pairs(tiles, only_two, only_two, 6, heuristic);
+  EXPECT_EQ(few.size(), 5u);  // the heuristic's + 2 x 2
+  for (const TilePair& p : few) EXPECT_NE(p.gemm1, GemmTile::kStreamSwapAb);
+
+  // The fastest pair replaces the heuristic's only when faster by more than kTunerMargin.
+  const std::vector<TilePair> three = {heuristic,
+                                       {GemmTile::kPingpong64x256, GemmTile::kPingpong64x256},
+                                       {GemmTile::kPingpong64x128k128, GemmTile::kPingpong64x128k128}};
+  EXPECT_EQ(cuda_moe::sm90::tuner_pick_pair(three, {100.0, 98.0, 99.0}), heuristic);
+  EXPECT_EQ(cuda_moe::sm90::tuner_pick_pair(three, {100.0, 99.0, 96.0}), three[2]);
+  EXPECT_EQ(cuda_moe::sm90::tuner_pick_pair(three, {100.0, 90.0, 96.0}), three[1]);
 }
 
 // The tuned tables are per card: the H100 SXM and the H200 have the same 132 SMs but not the

@@ -3,11 +3,10 @@
 // them as the forward does, then times GEMM1 (N = 2I, K = H) and GEMM2 (N = H, K = I) with every
 // compiled tile. GEMM1 runs with the epilogue the layer runs on prepared weights
 // (moe_prepared_config: SwiGLU in the epilogue where W1 is interleaved, else a plain store).
-// Then the pairs of each GEMM's kPairCandidates fastest tiles alone, and the heuristic's pair, are
-// timed as the layer runs them, GEMM1 then GEMM2 (on GEMM1's output where SwiGLU is in its
-// epilogue; the SwiGLU pass between them is not timed), and the fastest pair is kept
-// unless the heuristic's pair is within kTunerMargin of it (per-GEMM times alone disagreed with
-// the layer more than once: PERF_NOTES v5, v6). It prints the table and, with --write, writes it
+// Then the candidate pairs (sm90::tuner_candidate_pairs, gemm_config_sm90.h) are timed as the
+// layer runs them, GEMM1 then GEMM2 (on GEMM1's output where SwiGLU is in its epilogue; the
+// SwiGLU pass between them is not timed), and sm90::tuner_pick_pair keeps one. It prints the
+// table and, with --write, writes it
 // as the C++ rows of one card that gemm_config_sm90.cpp includes
 // (src/cuda/moe/sm90/tuned_configs_sm90_<card>.inc, rows keyed by the device name and SM count);
 // each row serves the T range around its tuned T (geometric midpoints to its neighbours).
@@ -55,12 +54,6 @@ using fusekit::cuda_moe::sm90::GemmTile;
 constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
                                GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
                                GemmTile::kPingpong64x128k128, GemmTile::kStreamSwapAb};
-// A pair of tiles replaces the heuristic's only when faster by more than this fraction (the
-// run-to-run spread of one tile is 1-5% on H100).
-constexpr double kTunerMargin = 0.03;
-// Each GEMM's fastest tiles alone that are timed in pairs (a window of 6% around the fastest
-// missed the pair the layer runs fastest at Mixtral T=4096: its gemm2 tile was 6.5% off alone).
-constexpr int kPairCandidates = 3;
 constexpr int kNumTiles = sizeof(kTiles) / sizeof(kTiles[0]);
 const char* tile_enum_name(GemmTile t) {
   switch (t) {
@@ -280,30 +273,13 @@ int tune_moe(const fusekit::cli::Args& args) {
           run.records.push_back(r);
         }
       }
-      // Candidates: each GEMM's kPairCandidates fastest tiles alone. Swap-AB gemm2 only
-      // after a swap-AB gemm1: after a CUTLASS gemm1 it ran ~18 us slower in the layer than alone
-      // on two shapes (Qwen3-30B-A3B T=128, Qwen3-235B-A22B T=64; the cause not found).
       const sm90::Sm90MoeConfig fallback =
           sm90::heuristic_sm90_config(sm90::MoeProblem{mc.E, mc.k, mc.H, mc.I, T, sms, layout, prop_name.c_str()});
-      auto fastest_tiles = [](const double* us) {
-        std::vector<int> order(kNumTiles);
-        std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return us[a] < us[b]; });
-        order.resize(kPairCandidates);
-        order.erase(std::remove_if(order.begin(), order.end(), [&](int t) { return std::isinf(us[t]); }), order.end());
-        return order;
-      };
-      std::vector<std::pair<GemmTile, GemmTile>> pairs_to_time = {{fallback.gemm1, fallback.gemm2}};
-      for (const int a : fastest_tiles(row.us1)) {
-        for (const int b : fastest_tiles(row.us2)) {
-          if (kTiles[b] == GemmTile::kStreamSwapAb && kTiles[a] != GemmTile::kStreamSwapAb) continue;
-          if (kTiles[a] == fallback.gemm1 && kTiles[b] == fallback.gemm2) continue;
-          pairs_to_time.push_back({kTiles[a], kTiles[b]});
-        }
-      }
-      double heuristic_pair_us = 0, best_pair_us = std::numeric_limits<double>::infinity();
-      for (std::size_t pi = 0; pi < pairs_to_time.size(); ++pi) {
-        const sm90::GroupedGemmArgs g1 = gemm1_args(pairs_to_time[pi].first), g2 = gemm2_args(pairs_to_time[pi].second);
+      const std::vector<sm90::TilePair> pairs_to_time =
+          sm90::tuner_candidate_pairs(kTiles, row.us1, row.us2, kNumTiles, {fallback.gemm1, fallback.gemm2});
+      std::vector<double> pair_us;
+      for (const sm90::TilePair& pair : pairs_to_time) {
+        const sm90::GroupedGemmArgs g1 = gemm1_args(pair.gemm1), g2 = gemm2_args(pair.gemm2);
         fusekit::Status s1, s2;
         const double us = fusekit::bench::median_us(
             [&](int, cudaStream_t s) {
@@ -316,8 +292,7 @@ int tune_moe(const fusekit::cli::Args& args) {
                       s1.to_string().c_str(), s2.to_string().c_str());
           return 1;
         }
-        if (pi == 0) heuristic_pair_us = us;
-        if (us < best_pair_us) best_pair_us = us, row.best1 = g1.tile, row.best2 = g2.tile;
+        pair_us.push_back(us);
         fusekit::bench::BenchRecord r;
         r.op = "moe_gemm_pair";
         r.impl = std::string("fusekit_sm90_") + sm90::gemm_tile_name(g1.tile) + "+" + sm90::gemm_tile_name(g2.tile);
@@ -328,12 +303,12 @@ int tune_moe(const fusekit::cli::Args& args) {
         r.tflops = 6.0 * pairs * double(mc.H) * mc.I / (us * 1e-6) / 1e12;
         run.records.push_back(r);
       }
-      row.pair_us = best_pair_us;
-      if (best_pair_us > (1.0 - kTunerMargin) * heuristic_pair_us) {
-        row.best1 = fallback.gemm1;
-        row.best2 = fallback.gemm2;
-        row.pair_us = heuristic_pair_us;
-      }
+      const sm90::TilePair kept = sm90::tuner_pick_pair(pairs_to_time, pair_us);
+      row.best1 = kept.gemm1;
+      row.best2 = kept.gemm2;
+      row.pair_us = pair_us[static_cast<std::size_t>(
+          std::find(pairs_to_time.begin(), pairs_to_time.end(), kept) - pairs_to_time.begin())];
+      const double heuristic_pair_us = pair_us.front();
       std::printf("%-16s T=%6lld  gemm1 us:", mc.name, static_cast<long long>(T));
       auto print_us = [](double us) { std::isinf(us) ? std::printf(" %8s", "-") : std::printf(" %8.1f", us); };
       for (int ti = 0; ti < kNumTiles; ++ti) print_us(row.us1[ti]);

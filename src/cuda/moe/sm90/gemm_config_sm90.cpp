@@ -1,8 +1,11 @@
 // The tile choice of the Hopper MoE path (ranges and reasons: gemm_config_sm90.h).
 #include "cuda/moe/sm90/gemm_config_sm90.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 
 #include "cuda/moe/print_config.h"
 
@@ -58,6 +61,37 @@ Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
     }
   }
   return heuristic_sm90_config(p);
+}
+
+std::vector<TilePair> tuner_candidate_pairs(const GemmTile* tiles, const double* us1, const double* us2, int count,
+                                            TilePair heuristic) {
+  auto fastest = [&](const double* us) {
+    std::vector<int> order(static_cast<std::size_t>(count));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return us[a] < us[b]; });
+    if (order.size() > static_cast<std::size_t>(kTunerPairCandidates)) order.resize(kTunerPairCandidates);
+    order.erase(std::remove_if(order.begin(), order.end(), [&](int t) { return !std::isfinite(us[t]); }), order.end());
+    return order;
+  };
+  std::vector<TilePair> pairs = {heuristic};
+  for (const int a : fastest(us1)) {
+    for (const int b : fastest(us2)) {
+      const TilePair pair{tiles[a], tiles[b]};
+      if (pair.gemm2 == kStreamSwapAb && pair.gemm1 != kStreamSwapAb) continue;
+      if (pair == heuristic) continue;
+      pairs.push_back(pair);
+    }
+  }
+  return pairs;
+}
+
+TilePair tuner_pick_pair(const std::vector<TilePair>& candidates, const std::vector<double>& pair_us) {
+  if (pair_us.empty()) return candidates.front();
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < candidates.size() && i < pair_us.size(); ++i) {
+    if (pair_us[i] < pair_us[best]) best = i;
+  }
+  return pair_us[best] > (1.0 - kTunerMargin) * pair_us[0] ? candidates[0] : candidates[best];
 }
 
 std::string describe(const MoeProblem& p, const Sm90MoeConfig& c) {

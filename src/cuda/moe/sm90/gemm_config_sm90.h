@@ -35,6 +35,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
 
@@ -89,6 +90,28 @@ constexpr std::int64_t kSwigluInGemm1MaxIntermediate = 4096;
 inline bool swiglu_in_gemm1_pays(std::int64_t intermediate) {
   return intermediate <= kSwigluInGemm1MaxIntermediate;
 }
+// The tuner's rule for one table row (`fusekit tune moe`), kept here beside the heuristic it
+// falls back to. From each GEMM's times alone, the pairs worth timing in layer order: the
+// heuristic's pair first, then every pair of each GEMM's kTunerPairCandidates fastest tiles
+// (a swap-AB gemm2 only after a swap-AB gemm1: after a CUTLASS gemm1 it ran ~18 us slower in the
+// layer than alone on two shapes, PERF_NOTES v5). Then, from those pairs' times, the row keeps
+// the fastest unless the heuristic's pair is within kTunerMargin of it (the run-to-run spread of
+// one tile is 1-5%). Per-GEMM times alone disagreed with the layer more than once (PERF_NOTES
+// v5, v6); a window of 6% around each GEMM's fastest instead of a count missed Mixtral T=4096's
+// best pair, whose gemm2 tile was 6.5% off alone (v7).
+constexpr int kTunerPairCandidates = 3;
+constexpr double kTunerMargin = 0.03;
+struct TilePair {
+  GemmTile gemm1, gemm2;
+  bool operator==(const TilePair& o) const { return gemm1 == o.gemm1 && gemm2 == o.gemm2; }
+};
+// tiles[0..count): the timed tiles; us1/us2[i]: tile i's time alone per GEMM (infinity where it
+// was not timed, e.g. a layout it cannot take).
+std::vector<TilePair> tuner_candidate_pairs(const GemmTile* tiles, const double* us1, const double* us2, int count,
+                                            TilePair heuristic);
+// pair_us[i]: the time of candidates[i] in layer order; candidates[0] is the heuristic's pair.
+TilePair tuner_pick_pair(const std::vector<TilePair>& candidates, const std::vector<double>& pair_us);
+
 std::string describe(const MoeProblem& problem, const Sm90MoeConfig& config);
 // FUSEKIT_PRINT_CONFIG=1: prints each distinct (problem, choice) once to stderr.
 void maybe_print_config(const MoeProblem& problem, const Sm90MoeConfig& config);
