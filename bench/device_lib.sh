@@ -35,11 +35,12 @@ run_gpu_tests() {
 
 pack() { tar czf "$OUT/${DEVICE_CALL_NAME}.tgz" -C "$W" .; }
 
-# Builds the CLI into $1 (a path outside the build tree): the old binary is removed first, so a
-# failed build leaves no stale CLI behind to be timed as if it were the new one.
+# Builds (FUSEKIT_BUILD_TARGETS and FUSEKIT_CMAKE_ARGS as scripts/device_build.sh takes them; no
+# targets: everything) and copies the CLI to $1, outside the build tree. The old binary is removed
+# first, so a failed build leaves no stale CLI behind to be timed as if it were the new one.
 build_cli_to() {
   rm -f build-device/fusekit
-  FUSEKIT_BUILD_TARGETS=${FUSEKIT_BUILD_TARGETS:-fusekit} bash scripts/device_build.sh 2>&1 | tail -1
+  bash scripts/device_build.sh 2>&1 | tail -2
   if [ ! -x build-device/fusekit ]; then echo "build_cli_to $1: NO CLI BUILT"; return 1; fi
   cp build-device/fusekit "$1"
 }

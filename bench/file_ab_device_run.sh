@@ -17,13 +17,10 @@ TOKENS=${AB_TOKENS:-1024,4096,16384}
   stamp "build base"
   cp "$AB_FILE" /tmp/ab_new
   cp .carry/ab_base.cu "$AB_FILE"
-  build_cli_to /tmp/fk_base || exit 1
+  FUSEKIT_BUILD_TARGETS=fusekit build_cli_to /tmp/fk_base || exit 1
   cp /tmp/ab_new "$AB_FILE"
   stamp "build new (everything, with Python)"
-  rm -f build-device/fusekit
-  FUSEKIT_CMAKE_ARGS="-DFUSEKIT_BUILD_PYTHON=ON" bash scripts/device_build.sh 2>&1 | tail -2
-  [ -x build-device/fusekit ] || { echo "new build: NO CLI BUILT"; exit 1; }
-  cp build-device/fusekit /tmp/fk_new
+  FUSEKIT_CMAKE_ARGS="-DFUSEKIT_BUILD_PYTHON=ON" build_cli_to /tmp/fk_new || exit 1
   same_binaries /tmp/fk_base /tmp/fk_new && exit 1
   for round in 1 2; do
     for side in base new; do

@@ -21,7 +21,7 @@ TOKENS=${AB_TOKENS:-16,64,256,1024,4096,16384}
   pack
   [ $rc -eq 0 ] || { echo "the tuner failed: no A/B"; exit 1; }
   stamp "build on the new table"
-  build_cli_to /tmp/fk_retuned || exit 1
+  FUSEKIT_BUILD_TARGETS=fusekit build_cli_to /tmp/fk_retuned || exit 1
   same_binaries /tmp/fk_committed /tmp/fk_retuned && { echo "(the new table equals the committed one)"; exit 0; }
   for round in 1 2; do
     for side in committed retuned; do

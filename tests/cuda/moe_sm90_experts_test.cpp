@@ -294,9 +294,9 @@ TEST(Sm90Config, TunerTimesTheFastestPairsAndKeepsTheHeuristicsWithinItsMargin) 
   const std::vector<TilePair> three = {heuristic,
                                        {GemmTile::kPingpong64x256, GemmTile::kPingpong64x256},
                                        {GemmTile::kPingpong64x128k128, GemmTile::kPingpong64x128k128}};
-  EXPECT_EQ(cuda_moe::sm90::tuner_pick_pair(three, {100.0, 98.0, 99.0}), heuristic);
-  EXPECT_EQ(cuda_moe::sm90::tuner_pick_pair(three, {100.0, 99.0, 96.0}), three[2]);
-  EXPECT_EQ(cuda_moe::sm90::tuner_pick_pair(three, {100.0, 90.0, 96.0}), three[1]);
+  EXPECT_EQ(three[cuda_moe::sm90::tuner_pick_pair({100.0, 98.0, 99.0})], heuristic);
+  EXPECT_EQ(three[cuda_moe::sm90::tuner_pick_pair({100.0, 99.0, 96.0})], three[2]);
+  EXPECT_EQ(three[cuda_moe::sm90::tuner_pick_pair({100.0, 90.0, 96.0})], three[1]);
 }
 
 // The tuned tables are per card: the H100 SXM and the H200 have the same 132 SMs but not the

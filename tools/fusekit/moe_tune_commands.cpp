@@ -303,11 +303,10 @@ int tune_moe(const fusekit::cli::Args& args) {
         r.tflops = 6.0 * pairs * double(mc.H) * mc.I / (us * 1e-6) / 1e12;
         run.records.push_back(r);
       }
-      const sm90::TilePair kept = sm90::tuner_pick_pair(pairs_to_time, pair_us);
-      row.best1 = kept.gemm1;
-      row.best2 = kept.gemm2;
-      row.pair_us = pair_us[static_cast<std::size_t>(
-          std::find(pairs_to_time.begin(), pairs_to_time.end(), kept) - pairs_to_time.begin())];
+      const std::size_t kept = sm90::tuner_pick_pair(pair_us);
+      row.best1 = pairs_to_time[kept].gemm1;
+      row.best2 = pairs_to_time[kept].gemm2;
+      row.pair_us = pair_us[kept];
       const double heuristic_pair_us = pair_us.front();
       std::printf("%-16s T=%6lld  gemm1 us:", mc.name, static_cast<long long>(T));
       auto print_us = [](double us) { std::isinf(us) ? std::printf(" %8s", "-") : std::printf(" %8.1f", us); };

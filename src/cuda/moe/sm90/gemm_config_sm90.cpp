@@ -85,13 +85,12 @@ std::vector<TilePair> tuner_candidate_pairs(const GemmTile* tiles, const double*
   return pairs;
 }
 
-TilePair tuner_pick_pair(const std::vector<TilePair>& candidates, const std::vector<double>& pair_us) {
-  if (pair_us.empty()) return candidates.front();
+std::size_t tuner_pick_pair(const std::vector<double>& pair_us) {
   std::size_t best = 0;
-  for (std::size_t i = 1; i < candidates.size() && i < pair_us.size(); ++i) {
+  for (std::size_t i = 1; i < pair_us.size(); ++i) {
     if (pair_us[i] < pair_us[best]) best = i;
   }
-  return pair_us[best] > (1.0 - kTunerMargin) * pair_us[0] ? candidates[0] : candidates[best];
+  return best > 0 && pair_us[best] <= (1.0 - kTunerMargin) * pair_us[0] ? best : 0;
 }
 
 std::string describe(const MoeProblem& p, const Sm90MoeConfig& c) {

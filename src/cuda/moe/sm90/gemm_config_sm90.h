@@ -33,6 +33,7 @@
 // Both GEMMs of the layer get their own choice (gemm1: N = 2I, K = H; gemm2: N = H, K = I).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -109,8 +110,9 @@ struct TilePair {
 // was not timed, e.g. a layout it cannot take).
 std::vector<TilePair> tuner_candidate_pairs(const GemmTile* tiles, const double* us1, const double* us2, int count,
                                             TilePair heuristic);
-// pair_us[i]: the time of candidates[i] in layer order; candidates[0] is the heuristic's pair.
-TilePair tuner_pick_pair(const std::vector<TilePair>& candidates, const std::vector<double>& pair_us);
+// pair_us[i]: the time of candidates[i] in layer order; pair_us[0] is the heuristic's pair. Returns
+// the index of the pair the row keeps.
+std::size_t tuner_pick_pair(const std::vector<double>& pair_us);
 
 std::string describe(const MoeProblem& problem, const Sm90MoeConfig& config);
 // FUSEKIT_PRINT_CONFIG=1: prints each distinct (problem, choice) once to stderr.
