@@ -336,7 +336,7 @@ TEST(Sm90Align, CountScanGivesHistogramOffsetsAndRanks) {
   auto rng = make_rng();
   const std::int64_t max_pairs = cuda_moe::sm90::kOneBlockMaxPairs;
   for (int E : {8, 128, 512}) {
-    for (std::int64_t pairs : std::initializer_list<std::int64_t>{1, 33, max_pairs - 1, max_pairs, max_pairs + 1, 40000, 300001}) {
+    for (std::int64_t pairs : std::initializer_list<std::int64_t>{1, 33, max_pairs - 1, max_pairs, max_pairs + 1, 8192, 32767, 32768, 40000, 300001}) {
       SCOPED_TRACE("E=" + std::to_string(E) + " pairs=" + std::to_string(pairs));
       // Skewed ids (a third on expert 1) plus a few outside [0, E).
       std::uniform_int_distribution<int> pick(0, E - 1), which(0, 99);
