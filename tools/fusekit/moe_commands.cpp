@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "moe_shape_config.h"
 #include "cli.h"
 #include "common/float_bits.h"
 #include "cpu/moe_ref.h"
@@ -114,12 +115,7 @@ std::string variant_name(const Variant& v) {
 }
 
 MoeConfig config_of(const MoeCase& c, const Variant& v, std::int64_t max_tokens) {
-  MoeConfig cfg;
-  cfg.num_experts = c.E;
-  cfg.top_k = c.k;
-  cfg.hidden = c.H;
-  cfg.intermediate = c.I;
-  cfg.max_tokens = max_tokens;
+  MoeConfig cfg = fusekit::bench::moe_config_of_shape(c.E, c.k, c.H, c.I, max_tokens);
   cfg.layout = v.layout;
   cfg.gate_up_order = v.gate_up_order;
   cfg.routing.mode = v.mode;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "moe_shape_config.h"
 #include "cli.h"
 #include "common/float_bits.h"
 #include "fusekit/moe.h"
@@ -219,12 +220,7 @@ int bench_moe_ep(const cli::Args& args) {
               "tp_us", "tp_comm", "ep_err", "tp_err");
   for (const Case& c : kCases) {
     if (case_list.find(c.name) == std::string::npos) continue;
-    MoeConfig whole;
-    whole.num_experts = c.E;
-    whole.top_k = c.k;
-    whole.hidden = c.H;
-    whole.intermediate = c.I;
-    whole.max_tokens = max_tokens;
+    MoeConfig whole = bench::moe_config_of_shape(c.E, c.k, c.H, c.I, max_tokens);
     whole.layout = layout;
     whole.routing.norm = c.norm;
     whole.backend = MoeBackend::kCuda;

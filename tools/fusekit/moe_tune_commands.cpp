@@ -26,6 +26,7 @@
 
 #include "bench_util.h"
 #include "cli.h"
+#include "moe_shape_config.h"
 
 #if FUSEKIT_WITH_CUDA
 #include <cuda_runtime.h>
@@ -140,12 +141,7 @@ int tune_moe(const fusekit::cli::Args& args) {
     const std::int64_t max_pairs = max_T * mc.k;
     // GEMM1's epilogue in the layer on prepared weights: SwiGLU where W1 gets interleaved. With
     // --layout kn the weights are timed as given (not prepared): a plain store.
-    fusekit::MoeConfig layer_config;
-    layer_config.num_experts = mc.E;
-    layer_config.top_k = mc.k;
-    layer_config.hidden = mc.H;
-    layer_config.intermediate = mc.I;
-    layer_config.max_tokens = max_T;
+    fusekit::MoeConfig layer_config = fusekit::bench::moe_config_of_shape(mc.E, mc.k, mc.H, mc.I, max_T);
     layer_config.layout = layout;
     layer_config.backend = fusekit::MoeBackend::kCuda;
     const bool swiglu_in_gemm1 =
