@@ -25,20 +25,7 @@ VARIANTS=${VARIANTS:?name the variants, e.g. "base=FUSEKIT_X=0 new="}
       pack
     done
   done
-  python3 - "$W" $VARIANTS <<'PY'
-import json, sys, collections
-res = collections.defaultdict(lambda: collections.defaultdict(list))
-names = [v.split("=")[0] for v in sys.argv[2:]]
-for side in names:
-    for r in (1, 2):
-        try: d = json.load(open(f"{sys.argv[1]}/moe_ab_{side}_{r}.json"))
-        except Exception as e: print(side, r, e); continue
-        for x in d["records"]:
-            if x["op"] == "moe": res[(x["case"], x["tokens"])][side].append(x["median_us"])
-for k in sorted(res):
-    v = res[k]; b = min(v[names[0]]) if v[names[0]] else float("nan")
-    print(f"{k[0]:16s} {k[1]:6d} " + "  ".join(f"{s} {' '.join(f'{u:8.1f}' for u in v[s])} ({100*(min(v[s])/b-1):+5.1f}%)" for s in names if s in v))
-PY
+  python3 bench/ab_summary.py "$W" $(for v in $VARIANTS; do echo "${v%%=*}"; done)
   for v in $VARIANTS; do
     name=${v%%=*}; envs=${v#*=}
     stamp "ncu $name: qwen3-30b-a3b T=1"

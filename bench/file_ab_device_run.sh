@@ -30,19 +30,7 @@ TOKENS=${AB_TOKENS:-1024,4096,16384}
       pack
     done
   done
-  python3 - "$W" <<'PY'
-import json, sys, collections
-res = collections.defaultdict(lambda: collections.defaultdict(list))
-for side in ["base", "new"]:
-    for r in (1, 2):
-        try: d = json.load(open(f"{sys.argv[1]}/moe_ab_{side}_{r}.json"))
-        except Exception as e: print(side, r, e); continue
-        for x in d["records"]:
-            if x["op"] == "moe": res[(x["case"], x["tokens"])][side].append(x["median_us"])
-for k in sorted(res):
-    v = res[k]; b = min(v["base"]) if v["base"] else float("nan")
-    print(f"{k[0]:16s} {k[1]:6d} " + "  ".join(f"{s} {' '.join(f'{u:8.1f}' for u in v[s])} ({100*(min(v[s])/b-1):+5.1f}%)" for s in v))
-PY
+  python3 bench/ab_summary.py "$W" base new
   if [ -n "${TUNE_TOKENS:-}" ]; then
     stamp "tuner (not applied)"
     timeout 120 $B tune moe --tokens "$TUNE_TOKENS" --json "$W/tune.json" > "$W/tune.txt" 2>&1
