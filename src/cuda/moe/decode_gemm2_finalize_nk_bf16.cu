@@ -17,7 +17,9 @@
 // (for k > 64, one thread per column carries the sum across the token's windows).
 // Deterministic run to run; the slicing depends on the window's distinct experts, so a token's
 // last bits may differ with the other tokens batched beside it, as with any split-K.
-// 80 registers, 3 CTAs per SM.
+// 8 columns per CTA, 128 registers, 2 CTAs per SM: at H = 2048 the grid is one wave of 256 CTAs
+// on 132 SMs. 4 columns at 3 CTAs per SM (512 CTAs, 1.3 waves) took 3.9 us more at the layer's
+// T = 1 on Qwen3-30B-A3B (H200, docs/PERF_NOTES.md "MoE decode path v6").
 // Grid: ceil(H / kColsPerCta) CTAs; windows in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; lists the first window's experts (ids and weights,
 // complete before gemm1 let it launch) while gemm1 runs, and waits for it before reading act
@@ -33,7 +35,8 @@ namespace fusekit::cuda_moe {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kColsPerCta = 4;
+constexpr int kColsPerCta = 8;
+constexpr int kCtasPerSm = 2;
 constexpr int kChunksInFlight = 2;
 constexpr int kWindowPairs = 64;  // two 32-id ballots
 
@@ -159,7 +162,11 @@ __device__ __forceinline__ void sweep(const DecodeLayerParams& p, const uint4* w
       for (int off = 16; off > 0; off >>= 1) dot[i][r] += __shfl_xor_sync(0xffffffffu, dot[i][r], off);
     }
     if (lane == 0) {
-      *reinterpret_cast<float4*>(tab.dot[q[i] * slices + slice]) = make_float4(dot[i][0], dot[i][1], dot[i][2], dot[i][3]);
+#pragma unroll
+      for (int r = 0; r < kColsPerCta; r += 4) {
+        *reinterpret_cast<float4*>(&tab.dot[q[i] * slices + slice][r]) =
+            make_float4(dot[i][r], dot[i][r + 1], dot[i][r + 2], dot[i][r + 3]);
+      }
     }
   }
 }
@@ -190,7 +197,8 @@ __device__ __forceinline__ void run_unit(const DecodeLayerParams& p, std::int64_
 // (every working gemm1 warp waits before it triggers, and this grid starts only once every
 // gemm1 CTA has triggered or exited; warp 0 of every gemm1 CTA has work), so only act (gemm1's
 // output) needs the wait.
-__global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
+__global__ void __launch_bounds__(kWarps * 32, kCtasPerSm) decode_gemm2_finalize_nk_bf16_kernel(DecodeLayerParams p) {
+  static_assert(kColsPerCta % 4 == 0, "dots are stored four columns at a time");
   __shared__ WindowTable tab;
   const int warp = threadIdx.x / 32;
   const std::int64_t h0 = static_cast<std::int64_t>(blockIdx.x) * kColsPerCta;
@@ -222,10 +230,12 @@ __global__ void __launch_bounds__(kWarps * 32, 3) decode_gemm2_finalize_nk_bf16_
     }
     __syncthreads();
     if (k <= kWindowPairs) {
-      // Whole tokens: one thread per (token of the window, column), its k pairs in j order.
+      // Whole tokens: one (token of the window, column) at a time per thread (up to 64 x 8 of
+      // them for 256 threads), its k pairs in j order.
       const int tokens_here = count / static_cast<int>(k);
-      const int t = threadIdx.x / kColsPerCta, c = threadIdx.x % kColsPerCta;
-      if (t < tokens_here && c < cols) {
+      for (int idx = threadIdx.x; idx < tokens_here * kColsPerCta; idx += kWarps * 32) {
+        const int t = idx / kColsPerCta, c = idx % kColsPerCta;
+        if (c >= cols) continue;
         float acc = 0.f;
         for (int q = t * static_cast<int>(k); q < (t + 1) * static_cast<int>(k); ++q) {
           if (!tab.live[q]) continue;
