@@ -119,7 +119,12 @@ int tune_moe(const fusekit::cli::Args& args) {
   // forward reads it.
   const std::string prop_name = fusekit::bench::device_name();
   const std::string wanted = args.get("cases", "");
-  const std::vector<std::int64_t> token_list = args.get_int_list("tokens", {16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384});
+  // From T = 4: where the decode kernels stop early (Mixtral's E = 8, k = 2 at T = 3) the grouped
+  // path's first rows were T = 16's tile down to T = 1, and at T = 4 Mixtral's layer ran 0.85x
+  // the Triton kernel with it (bench/results/moe_decode_peers_h200.json). The T the decode path
+  // serves are skipped below.
+  const std::vector<std::int64_t> token_list =
+      args.get_int_list("tokens", {4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384});
   const auto layout = args.get("layout", "nk") == "kn" ? fusekit::MoeWeightLayout::kKN : fusekit::MoeWeightLayout::kNK;
   fusekit::bench::TimingOptions timing;
   timing.warmup = 3;
