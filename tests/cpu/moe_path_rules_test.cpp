@@ -43,6 +43,34 @@ TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {
   EXPECT_FALSE(use_decode_path(65536, 1, 128));  // pairs live in gridDim.y (<= 65535)
 }
 
+// Decode gemm1 takes 3 columns per warp only where 4 leave the last wave of working CTAs
+// mostly empty (2 CTAs per SM): the H200 A/B's winners and losers (docs/PERF_NOTES.md v6).
+TEST(MoePathRules, DecodeGemm1TakesThreeColumnsOnlyWhereFourLeaveAWaveMostlyEmpty) {
+  using cuda_moe::decode_gemm1_cols_per_warp;
+  unsetenv("FUSEKIT_MOE_DECODE_GEMM1_COLS");
+  // Qwen3-30B-A3B (E 128, I 768) on 132 SMs: T=1 192 CTAs of 264 slots vs 256; T=2 384 vs 512.
+  EXPECT_EQ(3, decode_gemm1_cols_per_warp(8, 128, 768, 132));
+  EXPECT_EQ(3, decode_gemm1_cols_per_warp(16, 128, 768, 132));
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(32, 128, 768, 132));  // 768 CTAs: 97% of 3 waves
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(64, 128, 768, 132));
+  // Qwen3-235B-A22B (I 1536): T=1 384 CTAs (1.45 waves) vs 512 (1.94); T=2 768 (2.9 waves).
+  EXPECT_EQ(3, decode_gemm1_cols_per_warp(8, 128, 1536, 132));
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(16, 128, 1536, 132));
+  // Mixtral (E 8, k 2, I 14336): 896 CTAs (85% of 4 waves) vs 1196 (91% of 5): too close.
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(2, 8, 14336, 132));
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(4, 8, 14336, 132));
+  // Unknown SM count, or nothing to do: the default.
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(8, 128, 768, 0));
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(0, 128, 768, 132));
+  setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "4", 1);
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(8, 128, 768, 132));
+  setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "3", 1);
+  EXPECT_EQ(3, decode_gemm1_cols_per_warp(64, 128, 768, 132));
+  setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "5", 1);  // not a supported value: the rule
+  EXPECT_EQ(4, decode_gemm1_cols_per_warp(64, 128, 768, 132));
+  unsetenv("FUSEKIT_MOE_DECODE_GEMM1_COLS");
+}
+
 TEST(MoePathRules, ForwardPathFollowsTheDecodeRuleThenTheDevicesGroupedKernels) {
   ClearDecodeOverride clear;
   using cuda_moe::ForwardPath;

@@ -181,6 +181,24 @@ TEST(MoeCudaKernels, DecodePath) {
   }
 }
 
+// Decode gemm1 (NK) at 3 columns per warp, which its rule picks only where 4 leave a wave mostly
+// empty (e.g. Qwen3-30B-A3B T <= 2): I = 200, 1432 and 40 leave the last warp 2 or 1 columns.
+struct PinGemm1Cols {
+  explicit PinGemm1Cols(const char* cols) { setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", cols, 1); }
+  ~PinGemm1Cols() { unsetenv("FUSEKIT_MOE_DECODE_GEMM1_COLS"); }
+};
+TEST(MoeCudaKernels, DecodePathThreeColumnsPerGemm1Warp) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  PinPath decode("65535");
+  PinGemm1Cols three("3");
+  check({128, 8, 2048, 768, 1, MoeWeightLayout::kNK});
+  check({8, 2, 1024, 1432, 7, MoeWeightLayout::kNK});
+  check({7, 3, 200, 96, 2, MoeWeightLayout::kNK});
+  check({4, 2, 264, 200, 13, MoeWeightLayout::kNK});
+  check({2, 1, 128, 40, 70, MoeWeightLayout::kNK}, false);
+  check({4, 2, 8, 8, 5, MoeWeightLayout::kNK});
+}
+
 // The NK decode kernels serve each hit expert once for all its tokens (2 per pass, found 32
 // pairs per ballot): experts shared by many tokens, more than 32 tokens, dead slots.
 TEST(MoeCudaKernels, DecodePathSharedExpertsAndDeadSlots) {

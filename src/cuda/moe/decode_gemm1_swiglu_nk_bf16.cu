@@ -8,10 +8,11 @@
 // k = 8, E = 128 ~52 experts are read instead of 64. Pairs whose id is outside [0, E) get no
 // act row (gemm2 skips them).
 // Shapes: x [T, H] (row stride given), act [T*k, I] packed. I, H multiples of 8.
-// Threads: 256 per CTA = 8 warps; a warp owns 4 columns (8 weight rows: 4 gate, 4 up), its
-// lanes stride over K 8 elements (16 bytes) at a time, two strides per step so 16 loads are in
-// flight per lane; fp32 partials, fixed xor-tree reduction (deterministic).
-// Grid: ceil(I / 32) x pairs. Every warp works out its expert and that expert's pairs from the
+// Threads: 256 per CTA = 8 warps; a warp owns C = 4 columns (8 weight rows: 4 gate, 4 up), or
+// 3 where that fills the SMs' waves better (decode_gemm1_cols_per_warp, gemm_config.h); its
+// lanes stride over K 8 elements (16 bytes) at a time, two strides per step so 2 x 2C loads are
+// in flight per lane; fp32 partials, fixed xor-tree reduction (deterministic).
+// Grid: ceil(I / 8C) x pairs. Every warp works out its expert and that expert's pairs from the
 // ids by itself (32 per coalesced load and ballot; O(pairs) per warp, fine at decode sizes),
 // so the first weight load waits for one ids load, not for barriers and a chain of scans.
 // Launch: programmatic dependent of the route kernel; waits for it before reading ids. At one
@@ -21,6 +22,7 @@
 #include "common/moe_gate_up.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/device_utils.cuh"
+#include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
 #include "cuda/moe/route_topk_common.cuh"
 
@@ -28,10 +30,8 @@ namespace fusekit::cuda_moe {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kColsPerWarp = 4;
-constexpr int kRows = 2 * kColsPerWarp;
+constexpr int kCtasPerSm = 2;  // decode_gemm1_cols_per_warp assumes it
 constexpr int kTokensPerPass = 2;
-constexpr int kColsPerCta = kWarps * kColsPerWarp;
 
 // kRouteSlots = 0: the experts come from p.topk_ids, after the wait for the route kernel. Else
 // (DecodeRouting::kGemm1PicksFromLogits: one token, k <= 32) the warp does not wait for the
@@ -41,8 +41,10 @@ constexpr int kColsPerCta = kWarps * kColsPerWarp;
 // it lets gemm2 launch (gemm2 reads the route's ids) and before it writes anything. gemm2's
 // early read of the ids relies on at least one warp waiting before any trigger: keep warp 0 of
 // every CTA working (a CTA with no work at all would exit without the wait).
-template <int kRouteSlots>
-__global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
+template <int kRouteSlots, int kColsPerWarp>
+__global__ void __launch_bounds__(kWarps * 32, kCtasPerSm) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
+  constexpr int kRows = 2 * kColsPerWarp;
+  constexpr int kColsPerCta = kWarps * kColsPerWarp;
   if constexpr (kRouteSlots == 0) dev::wait_for_prior_grid();
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
@@ -74,12 +76,23 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
   }
 
   const std::int64_t chunks = p.hidden / 8;
-  // Row r < 4 is gate column c0 + r, row r >= 4 is up column c0 + r - 4 (I % 8 == 0, so a
-  // warp with c0 < I has all four columns, and their rows are consecutive in either order).
+  // Row r < C is gate column c0 + r, row r >= C is up column c0 + r - C. With C = 4 (I % 8 ==
+  // 0) a warp with c0 < I has all four columns, and their rows are consecutive in either order;
+  // with C = 3 the last warp may have fewer (its missing rows re-read row 0, and are not
+  // written) and an 8-column group of the interleaved order may split a warp's columns, so
+  // each row is found by itself.
+  const int cols_here = n - c0 < kColsPerWarp ? static_cast<int>(n - c0) : kColsPerWarp;
   const __nv_bfloat16* w1e = p.w1 + static_cast<std::int64_t>(expert) * 2 * n * p.hidden;
   const uint4* gate = reinterpret_cast<const uint4*>(w1e + w1_row(p.gate_up_order, n, c0, false) * p.hidden);
   const uint4* up = reinterpret_cast<const uint4*>(w1e + w1_row(p.gate_up_order, n, c0, true) * p.hidden);
-  auto row = [&](int r) { return (r < kColsPerWarp ? gate : up) + (r % kColsPerWarp) * chunks; };
+  auto row = [&](int r) {
+    if constexpr (kColsPerWarp == 4) {
+      return (r < kColsPerWarp ? gate : up) + (r % kColsPerWarp) * chunks;
+    } else {
+      const int c = r % kColsPerWarp < cols_here ? r % kColsPerWarp : 0;
+      return reinterpret_cast<const uint4*>(w1e + w1_row(p.gate_up_order, n, c0 + c, r >= kColsPerWarp) * p.hidden);
+    }
+  };
 
   // Passes over the expert's pairs in order, kTokensPerPass at a time. Each pair is its own
   // entry (caller-given ids may repeat an expert within a token; the rows then agree).
@@ -147,7 +160,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
       for (int r = 0; r < kRows; ++r)
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) acc[r][i] += __shfl_xor_sync(0xffffffffu, acc[r][i], off);
-      if (lane < kColsPerWarp) {
+      if (lane < cols_here) {
         float g = acc[0][i], u = acc[kColsPerWarp][i];
 #pragma unroll
         for (int r = 1; r < kColsPerWarp; ++r) {
@@ -162,6 +175,19 @@ __global__ void __launch_bounds__(kWarps * 32, 2) decode_gemm1_swiglu_nk_bf16_ke
   }
 }
 
+template <int kColsPerWarp>
+cudaError_t launch_for_routing(const DecodeLayerParams& p, dim3 grid, cudaStream_t stream) {
+  auto launch = [&](void (*kernel)(DecodeLayerParams)) {
+    return launch_dependent(kernel, grid, dim3(kWarps * 32), 0, stream, p);
+  };
+  if (p.routing == DecodeRouting::kIds) return launch(decode_gemm1_swiglu_nk_bf16_kernel<0, kColsPerWarp>);
+  switch (softmax_route_slots(p.num_experts)) {
+    case 1: return launch(decode_gemm1_swiglu_nk_bf16_kernel<1, kColsPerWarp>);
+    case 4: return launch(decode_gemm1_swiglu_nk_bf16_kernel<4, kColsPerWarp>);
+    default: return launch(decode_gemm1_swiglu_nk_bf16_kernel<8, kColsPerWarp>);  // E <= 256 (check_decode_routing)
+  }
+}
+
 }  // namespace
 
 Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream_t stream) {
@@ -169,22 +195,14 @@ Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream
   if (pairs == 0 || p.intermediate == 0) return Status::Ok();
   if (pairs > 65535) return invalid_argument("decode gemm1: at most 65535 pairs, got " + std::to_string(pairs));
   FUSEKIT_RETURN_IF_ERROR(check_decode_routing(p, "decode gemm1"));
-  const dim3 grid(static_cast<unsigned>((p.intermediate + kColsPerCta - 1) / kColsPerCta),
+  int device = 0, sm_count = 0;
+  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  const int cols = decode_gemm1_cols_per_warp(pairs, p.num_experts, p.intermediate, sm_count);
+  const std::int64_t cols_per_cta = kWarps * cols;
+  const dim3 grid(static_cast<unsigned>((p.intermediate + cols_per_cta - 1) / cols_per_cta),
                   static_cast<unsigned>(pairs));
-  auto launch = [&](void (*kernel)(DecodeLayerParams)) {
-    return launch_dependent(kernel, grid, dim3(kWarps * 32), 0, stream, p);
-  };
-  cudaError_t err;
-  if (p.routing == DecodeRouting::kIds) {
-    err = launch(decode_gemm1_swiglu_nk_bf16_kernel<0>);
-  } else {
-    switch (softmax_route_slots(p.num_experts)) {
-      case 1: err = launch(decode_gemm1_swiglu_nk_bf16_kernel<1>); break;
-      case 4: err = launch(decode_gemm1_swiglu_nk_bf16_kernel<4>); break;
-      default: err = launch(decode_gemm1_swiglu_nk_bf16_kernel<8>); break;  // E <= 256 (check_decode_routing)
-    }
-  }
-  FUSEKIT_CUDA_RETURN_IF_ERROR(err);
+  FUSEKIT_CUDA_RETURN_IF_ERROR(cols == 3 ? launch_for_routing<3>(p, grid, stream) : launch_for_routing<4>(p, grid, stream));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("decode_gemm1_swiglu_nk_bf16_kernel");
   return Status::Ok();
 }

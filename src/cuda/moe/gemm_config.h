@@ -53,6 +53,31 @@ inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_
   return pairs <= kDecodeMaxPairs && (pairs <= top_k || 2 * pairs <= num_experts);
 }
 
+// Columns per warp of decode gemm1 (NK): 4, or 3 where 4 leave the last wave of working CTAs
+// mostly empty. Its CTAs are 8 warps, 2 per SM; the ones that work are one per (distinct
+// expert, block of 8 x cols columns), the distinct experts estimated as min(pairs, E). Where 3
+// columns fill the waves at least 0.15 better, the third more (smaller) CTAs pay; where both
+// fill alike, 3 lose ~1% (fewer loads in flight per warp). H200 (docs/PERF_NOTES.md "MoE decode
+// path v6"): Qwen3-30B-A3B T=1 (192 of 264 slots vs 256) -1.4%, T=2 -2.3%, T=4..8 +1.0%;
+// Qwen3-235B-A22B T=1 -0.4%, T=2..8 +0.5%; Mixtral T=1..2 +-0.2%.
+// FUSEKIT_MOE_DECODE_GEMM1_COLS=3 or 4 pins it (for measuring it and for tests; read per call).
+inline int decode_gemm1_cols_per_warp(std::int64_t pairs, std::int64_t num_experts, std::int64_t intermediate,
+                                      int sm_count) {
+  if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_GEMM1_COLS")) {
+    if (std::atoi(env) == 3) return 3;
+    if (std::atoi(env) == 4) return 4;
+  }
+  if (sm_count <= 0 || pairs <= 0 || intermediate <= 0) return 4;
+  const std::int64_t experts = std::min(pairs, num_experts);
+  const std::int64_t slots = 2 * static_cast<std::int64_t>(sm_count);
+  auto fill = [&](std::int64_t cols) {
+    const std::int64_t ctas = experts * ((intermediate + 8 * cols - 1) / (8 * cols));
+    const std::int64_t waves = (ctas + slots - 1) / slots;
+    return static_cast<double>(ctas) / static_cast<double>(waves * slots);
+  };
+  return fill(3) >= fill(4) + 0.15 ? 3 : 4;
+}
+
 // The forward paths of the `cuda` backend (forward.cpp). The grouped kernels a device runs
 // (sm90::prefill_enabled) decide between the last two.
 enum class ForwardPath {
