@@ -561,25 +561,30 @@ TEST(MoeCuda, InterleavedGateUpOrderGivesTheSameBits) {
 // Decode gemm1's columns per warp (4, or 3 where its rule finds 4 leave a wave mostly empty)
 // change which warp computes a column, not how: both give the same bits, in either gate/up
 // order (an 8-column interleaved group then spans two warps). I = 200: the last warp of 3 has 2.
+// The decode path is pinned up to T = 8; T = 1 takes gemm1's pick from the logits (E = 32 and
+// E = 128: different route-slot instantiations).
 TEST(MoeCuda, DecodeGemm1ColumnsPerWarpGiveTheSameBits) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   auto rng = make_rng();
-  const Shape s{32, 4, 512, 200};
-  for (MoeGateUpOrder order : {MoeGateUpOrder::kHalves, MoeGateUpOrder::kInterleaved8}) {
-    Layer L(s, 16, MoeWeightLayout::kNK, MoeRoutingMode::kSoftmaxTopK, rng);
-    L.config.gate_up_order = order;
-    DeviceWorkspace ws(L.config);
-    for (std::int64_t T : {1, 2, 8}) {
-      DeviceBuffer out(static_cast<std::size_t>(T * s.H * 2));
-      setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "4", 1);
-      const auto four = device_forward(L, MoeBackend::kCuda, T, ws, out);
-      setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "3", 1);
-      const auto three = device_forward(L, MoeBackend::kCuda, T, ws, out);
-      unsetenv("FUSEKIT_MOE_DECODE_GEMM1_COLS");
-      EXPECT_EQ(0, std::memcmp(four.data(), three.data(), four.size() * 2))
-          << "T=" << T << (order == MoeGateUpOrder::kHalves ? " halves" : " interleaved8");
+  setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "65535", 1);
+  for (const Shape& s : {Shape{32, 4, 512, 200}, Shape{128, 8, 256, 200}}) {
+    for (MoeGateUpOrder order : {MoeGateUpOrder::kHalves, MoeGateUpOrder::kInterleaved8}) {
+      Layer L(s, 16, MoeWeightLayout::kNK, MoeRoutingMode::kSoftmaxTopK, rng);
+      L.config.gate_up_order = order;
+      DeviceWorkspace ws(L.config);
+      for (std::int64_t T : {1, 2, 8}) {
+        DeviceBuffer out(static_cast<std::size_t>(T * s.H * 2));
+        setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "4", 1);
+        const auto four = device_forward(L, MoeBackend::kCuda, T, ws, out);
+        setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "3", 1);
+        const auto three = device_forward(L, MoeBackend::kCuda, T, ws, out);
+        unsetenv("FUSEKIT_MOE_DECODE_GEMM1_COLS");
+        EXPECT_EQ(0, std::memcmp(four.data(), three.data(), four.size() * 2))
+            << "E=" << s.E << " T=" << T << (order == MoeGateUpOrder::kHalves ? " halves" : " interleaved8");
+      }
     }
   }
+  unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS");
 }
 
 // ------------------------------------------------------------------------------------------
