@@ -24,6 +24,7 @@
 #include "cuda/moe/device_utils.cuh"
 #include "cuda/moe/gemm_config.h"
 #include "cuda/moe/kernels.h"
+#include "cuda/moe/sm_count.h"
 #include "cuda/moe/route_topk_common.cuh"
 
 namespace fusekit::cuda_moe {
@@ -197,7 +198,7 @@ Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream
   FUSEKIT_RETURN_IF_ERROR(check_decode_routing(p, "decode gemm1"));
   int device = 0, sm_count = 0;
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  FUSEKIT_RETURN_IF_ERROR(sm_count_of(device, &sm_count));
   const int cols = decode_gemm1_cols_per_warp(pairs, p.num_experts, p.intermediate, sm_count);
   const std::int64_t cols_per_cta = kWarps * cols;
   const dim3 grid(static_cast<unsigned>((p.intermediate + cols_per_cta - 1) / cols_per_cta),

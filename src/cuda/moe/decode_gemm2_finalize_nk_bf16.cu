@@ -17,9 +17,10 @@
 // (for k > 64, one thread per column carries the sum across the token's windows).
 // Deterministic run to run; the slicing depends on the window's distinct experts, so a token's
 // last bits may differ with the other tokens batched beside it, as with any split-K.
-// 8 columns per CTA, 128 registers (8 B spilled, as at 4 columns), 2 CTAs per SM: at H = 2048 the grid is one wave of 256 CTAs
-// on 132 SMs. 4 columns at 3 CTAs per SM (512 CTAs, 1.3 waves) took 3.9 us more at the layer's
-// T = 1 on Qwen3-30B-A3B (H200, docs/PERF_NOTES.md "MoE decode path v6").
+// 8 columns per CTA, 128 registers (8 B spilled, as at 4 columns), 2 CTAs per SM: at H = 2048
+// the grid is one wave of 256 CTAs on 132 SMs. 4 columns at 3 CTAs per SM (512 CTAs, 1.3 waves)
+// took 3.9 us more at the layer's T = 1 on Qwen3-30B-A3B (H200, docs/PERF_NOTES.md "MoE decode
+// path v6").
 // Grid: ceil(H / kColsPerCta) CTAs; windows in sequence inside each CTA.
 // Launch: programmatic dependent of gemm1; lists the first window's experts (ids and weights,
 // complete before gemm1 let it launch) while gemm1 runs, and waits for it before reading act

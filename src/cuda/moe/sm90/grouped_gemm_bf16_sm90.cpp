@@ -2,34 +2,16 @@
 // (tile, layout) onto the compiled instantiations (grouped_gemm_bf16_sm90_<tile>_<layout>.cu).
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
 
-#include <atomic>
 #include <string>
 
 #include "common/cuda_check.h"
+#include "cuda/moe/sm_count.h"
 
 namespace fusekit::cuda_moe::sm90 {
 namespace {
 
 std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
 constexpr int kArrays = 7;  // problem shapes, ptr a/b/d, stride a/b/d
-
-// The SM count sizes the persistent grid; asking the driver on every call costs more than the
-// setup kernel, so it is cached per device.
-constexpr int kMaxDevices = 64;
-std::atomic<int> g_sm_count[kMaxDevices];
-
-Status sm_count_of(int device, int* sm_count) {
-  if (device >= 0 && device < kMaxDevices) {
-    const int cached = g_sm_count[device].load(std::memory_order_relaxed);
-    if (cached > 0) {
-      *sm_count = cached;
-      return Status::Ok();
-    }
-  }
-  FUSEKIT_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device));
-  if (device >= 0 && device < kMaxDevices) g_sm_count[device].store(*sm_count, std::memory_order_relaxed);
-  return Status::Ok();
-}
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
@@ -116,7 +98,7 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   detail::GroupedGemmLaunch launch;
   launch.args = args;
-  FUSEKIT_RETURN_IF_ERROR(sm_count_of(device, &launch.sm_count));
+  FUSEKIT_RETURN_IF_ERROR(sm_count_of(device, &launch.sm_count));  // sizes the persistent grid
 
   char* ws = static_cast<char*>(args.workspace);
   const std::size_t slot = round256(static_cast<std::size_t>(args.groups) * detail::kSlotBytes);
