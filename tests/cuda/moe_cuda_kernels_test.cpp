@@ -166,9 +166,8 @@ void check(const Problem& p, bool with_ref = true, void (*edit_ids)(std::vector<
 }
 
 // Pins a forward path for the scope (the rule in gemm_config.h picks by size otherwise).
-struct PinPath {
-  explicit PinPath(const char* max_pairs) { setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", max_pairs, 1); }
-  ~PinPath() { unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS"); }
+struct PinPath : ScopedEnv {
+  explicit PinPath(const char* max_pairs) : ScopedEnv("FUSEKIT_MOE_DECODE_MAX_PAIRS", max_pairs) {}
 };
 
 TEST(MoeCudaKernels, DecodePath) {
@@ -183,14 +182,10 @@ TEST(MoeCudaKernels, DecodePath) {
 
 // Decode gemm1 (NK) at 3 columns per warp, which its rule picks only where 4 leave a wave mostly
 // empty (e.g. Qwen3-30B-A3B T <= 2): I = 200, 1432 and 40 leave the last warp 2 or 1 columns.
-struct PinGemm1Cols {
-  explicit PinGemm1Cols(const char* cols) { setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", cols, 1); }
-  ~PinGemm1Cols() { unsetenv("FUSEKIT_MOE_DECODE_GEMM1_COLS"); }
-};
 TEST(MoeCudaKernels, DecodePathThreeColumnsPerGemm1Warp) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   PinPath decode("65535");
-  PinGemm1Cols three("3");
+  ScopedEnv three("FUSEKIT_MOE_DECODE_GEMM1_COLS", "3");
   check({128, 8, 2048, 768, 1, MoeWeightLayout::kNK});
   check({8, 2, 1024, 1432, 7, MoeWeightLayout::kNK});
   check({7, 3, 200, 96, 2, MoeWeightLayout::kNK});

@@ -566,7 +566,7 @@ TEST(MoeCuda, InterleavedGateUpOrderGivesTheSameBits) {
 TEST(MoeCuda, DecodeGemm1ColumnsPerWarpGiveTheSameBits) {
   FUSEKIT_SKIP_WITHOUT_GPU();
   auto rng = make_rng();
-  setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "65535", 1);
+  ScopedEnv decode("FUSEKIT_MOE_DECODE_MAX_PAIRS", "65535");
   for (const Shape& s : {Shape{32, 4, 512, 200}, Shape{128, 8, 256, 200}}) {
     for (MoeGateUpOrder order : {MoeGateUpOrder::kHalves, MoeGateUpOrder::kInterleaved8}) {
       Layer L(s, 16, MoeWeightLayout::kNK, MoeRoutingMode::kSoftmaxTopK, rng);
@@ -574,17 +574,17 @@ TEST(MoeCuda, DecodeGemm1ColumnsPerWarpGiveTheSameBits) {
       DeviceWorkspace ws(L.config);
       for (std::int64_t T : {1, 2, 8}) {
         DeviceBuffer out(static_cast<std::size_t>(T * s.H * 2));
-        setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "4", 1);
-        const auto four = device_forward(L, MoeBackend::kCuda, T, ws, out);
-        setenv("FUSEKIT_MOE_DECODE_GEMM1_COLS", "3", 1);
-        const auto three = device_forward(L, MoeBackend::kCuda, T, ws, out);
-        unsetenv("FUSEKIT_MOE_DECODE_GEMM1_COLS");
+        auto forward_at = [&](const char* cols) {
+          ScopedEnv pin("FUSEKIT_MOE_DECODE_GEMM1_COLS", cols);
+          return device_forward(L, MoeBackend::kCuda, T, ws, out);
+        };
+        const auto four = forward_at("4");
+        const auto three = forward_at("3");
         EXPECT_EQ(0, std::memcmp(four.data(), three.data(), four.size() * 2))
             << "E=" << s.E << " T=" << T << (order == MoeGateUpOrder::kHalves ? " halves" : " interleaved8");
       }
     }
   }
-  unsetenv("FUSEKIT_MOE_DECODE_MAX_PAIRS");
 }
 
 // ------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,6 +14,19 @@
 #include "fusekit/tensor.h"
 
 namespace fusekit::testing {
+
+// Sets an environment variable for a scope, then unsets it: the library's measuring knobs that
+// tests pin (FUSEKIT_MOE_DECODE_MAX_PAIRS, FUSEKIT_MOE_DECODE_GEMM1_COLS: read per call).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
 
 // One seed per process: FUSEKIT_TEST_SEED if set, else fresh; printed once so a failure
 // can be replayed. Each test mixes in its own name so tests draw different inputs.
