@@ -21,26 +21,36 @@ struct ClearDecodeOverride {
 TEST(MoePathRules, DecodeServesUpTo64PairsWhenExpertsRarelyRepeatInEitherLayout) {
   ClearDecodeOverride clear;
   // Qwen3-30B-A3B / Qwen3-235B-A22B: E 128, k 8.
-  EXPECT_TRUE(use_decode_path(1, 8, 128));
-  EXPECT_TRUE(use_decode_path(4, 8, 128));
-  EXPECT_TRUE(use_decode_path(8, 8, 128));    // measured: decode 193.3 vs grouped 210.2 us
-  EXPECT_FALSE(use_decode_path(9, 8, 128));   // 72 pairs
-  EXPECT_FALSE(use_decode_path(16, 8, 128));  // measured: decode 326.4 vs grouped 292.7 us
-  // Mixtral: E 8, k 2: while pairs <= E / 2.
-  EXPECT_TRUE(use_decode_path(1, 2, 8));
-  EXPECT_TRUE(use_decode_path(2, 2, 8));
-  EXPECT_FALSE(use_decode_path(3, 2, 8));
-  // A single token always decodes, even when k > E / 2.
-  EXPECT_TRUE(use_decode_path(1, 6, 8));
+  for (MoeWeightLayout layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    EXPECT_TRUE(use_decode_path(1, 8, 128, layout));
+    EXPECT_TRUE(use_decode_path(4, 8, 128, layout));
+    EXPECT_TRUE(use_decode_path(8, 8, 128, layout));    // measured: decode 193.3 vs grouped 210.2 us
+    EXPECT_FALSE(use_decode_path(9, 8, 128, layout));   // 72 pairs
+    EXPECT_FALSE(use_decode_path(16, 8, 128, layout));  // measured: decode 326.4 vs grouped 292.7 us
+    // Mixtral: E 8, k 2.
+    EXPECT_TRUE(use_decode_path(1, 2, 8, layout));
+    EXPECT_TRUE(use_decode_path(2, 2, 8, layout));
+    EXPECT_FALSE(use_decode_path(4, 2, 8, layout));  // H200 NK: decode 488 vs grouped 484 us
+    // A single token always decodes, even when k > E / 2.
+    EXPECT_TRUE(use_decode_path(1, 6, 8, layout));
+  }
+  // Mixtral T = 3, 6 pairs: NK decodes while pairs <= 3E / 4 (H200: decode 354 vs grouped 398 us);
+  // KN's GEMV reads an expert once per pair and keeps pairs <= E / 2.
+  EXPECT_TRUE(use_decode_path(3, 2, 8, MoeWeightLayout::kNK));
+  EXPECT_FALSE(use_decode_path(3, 2, 8, MoeWeightLayout::kKN));
+  // E = 64, k = 6: 48 pairs is 3E / 4.
+  EXPECT_TRUE(use_decode_path(8, 6, 64, MoeWeightLayout::kNK));
+  EXPECT_FALSE(use_decode_path(9, 6, 64, MoeWeightLayout::kNK));
+  EXPECT_FALSE(use_decode_path(6, 6, 64, MoeWeightLayout::kKN));
 }
 
 TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {
   ClearDecodeOverride clear;
   setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "0", 1);
-  EXPECT_FALSE(use_decode_path(1, 8, 128));
+  EXPECT_FALSE(use_decode_path(1, 8, 128, MoeWeightLayout::kNK));
   setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "1000000", 1);
-  EXPECT_TRUE(use_decode_path(1000, 8, 128));
-  EXPECT_FALSE(use_decode_path(65536, 1, 128));  // pairs live in gridDim.y (<= 65535)
+  EXPECT_TRUE(use_decode_path(1000, 8, 128, MoeWeightLayout::kNK));
+  EXPECT_FALSE(use_decode_path(65536, 1, 128, MoeWeightLayout::kKN));  // pairs live in gridDim.y (<= 65535)
 }
 
 // Decode gemm1 takes 3 columns per warp only where 4 leave the last wave of working CTAs
@@ -82,6 +92,8 @@ TEST(MoePathRules, ForwardPathFollowsTheDecodeRuleThenTheDevicesGroupedKernels) 
   EXPECT_EQ(forward_path(16, 8, 128, nk, GroupedKernels::kSm90), ForwardPath::kHopperGrouped);
   EXPECT_EQ(forward_path(16, 8, 128, nk, GroupedKernels::kSm80), ForwardPath::kPortableGrouped);
   EXPECT_EQ(forward_path(4, 2, 8, nk, GroupedKernels::kSm80), ForwardPath::kPortableGrouped);
+  EXPECT_EQ(forward_path(3, 2, 8, nk, GroupedKernels::kSm90), ForwardPath::kDecodeNK);
+  EXPECT_EQ(forward_path(3, 2, 8, kn, GroupedKernels::kSm90), ForwardPath::kHopperGrouped);
 }
 
 TEST(MoePathRules, PrintedConfigLineNamesTheProblemAndEveryStageOfThePath) {

@@ -122,10 +122,10 @@ int tune_moe(const fusekit::cli::Args& args) {
   // forward reads it.
   const std::string prop_name = fusekit::bench::device_name();
   const std::string wanted = args.get("cases", "");
-  // From T = 4: where the decode kernels stop early (Mixtral's E = 8, k = 2 at T = 3) the grouped
-  // path's first rows were T = 16's tile down to T = 1, and at T = 4 Mixtral's layer ran 0.85x
-  // the Triton kernel with it (bench/results/moe_decode_peers_h200.json). The T the decode path
-  // serves are skipped below.
+  // From T = 4: where the decode kernels stop early (Mixtral's E = 8, k = 2 at T = 4) the grouped
+  // path's first row must be timed there: T = 16's tile at T = 4 ran Mixtral's layer 0.85x the
+  // Triton kernel (bench/results/moe_decode_peers_h200.json) and T = 4's own tile 3.5% faster
+  // (moe_mixtral_retune_ab_h200.json). The T the decode path serves are skipped below.
   const std::vector<std::int64_t> token_list =
       args.get_int_list("tokens", {4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384});
   const auto layout = args.get("layout", "nk") == "kn" ? fusekit::MoeWeightLayout::kKN : fusekit::MoeWeightLayout::kNK;
@@ -177,7 +177,7 @@ int tune_moe(const fusekit::cli::Args& args) {
     fill_random_bf16(act.p, act.bytes / 2, 1.f, rng);
 
     for (std::int64_t T : token_list) {
-      if (fusekit::cuda_moe::use_decode_path(T, mc.k, mc.E)) continue;  // the decode kernels serve these
+      if (fusekit::cuda_moe::use_decode_path(T, mc.k, mc.E, layout)) continue;  // the decode kernels serve these
       const std::int64_t pairs = T * mc.k;
       std::vector<std::int32_t> host_ids;
       std::vector<std::int32_t> perm(mc.E);

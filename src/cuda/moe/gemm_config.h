@@ -4,8 +4,7 @@
 //               (64): the sm_80 mma.sync kernels are instantiated for it only (CI compiles every
 //               instantiation for two architectures). A Hopper path may add its own.
 // decode        few pairs (use_decode_path) run the no-sort decode kernels (no alignment); each
-//               layout has its own decode kernels, and both were measured to pay up to the same
-//               bound.
+//               layout has its own decode kernels and its own measured bound.
 // capacity      rows of sorted_token_ids for T tokens: every non-empty expert's run is padded
 //               to block_m, and at most min(T*k, E) experts are non-empty.
 #pragma once
@@ -32,7 +31,11 @@ constexpr std::int64_t kBlockM = 64;
 // pair. Measured with the NK twin of that kernel (since replaced): Qwen3-30B-A3B faster than
 // the grouped GEMMs through T = 8 (201 vs 261 us sm_80 grouped, 207 vs 220 us sm_90 grouped);
 // Mixtral at T = 1 only (269 vs 312 us), at T = 2 7% slower than sm_90 grouped.
-// So, for both layouts: pairs <= 64 and (one token, or pairs <= E / 2).
+// So: pairs <= 64 and (one token, or pairs <= E / 2). NK since then (H200, layer bench with
+// graph replay, docs/PERF_NOTES.md "MoE decode path v7"): Mixtral T=3 (6 pairs on 8 experts)
+// decode 354 vs grouped 398 us on the re-tuned table (438 on the old one), T=4 488 vs 484,
+// T=6 656 vs 611, T=8 860 vs 641. So NK decodes while pairs <= 3E / 4; KN (a GEMV per pair, an
+// expert read once per pair) keeps E / 2. At E >= 128 the 64-pair bound decides either way.
 constexpr std::int64_t kDecodeMaxPairs = 64;
 inline std::int64_t block_m_for(const MoeConfig& /*config*/) { return kBlockM; }
 inline bool block_m_supported(std::int64_t block_m) { return block_m == kBlockM; }
@@ -45,12 +48,15 @@ inline std::int64_t align_capacity_rows(std::int64_t tokens, std::int64_t top_k,
 }
 
 // FUSEKIT_MOE_DECODE_MAX_PAIRS=n replaces the rule by pairs <= n (for measuring it and for
-// tests that pin a path; read per call). num_experts unknown (default) -> the pairs bound only.
-inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts = 512) {
+// tests that pin a path; read per call).
+inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts,
+                            MoeWeightLayout layout) {
   const std::int64_t pairs = tokens * top_k;
   if (pairs > 65535) return false;  // the decode grids put pairs in gridDim.y
   if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_MAX_PAIRS")) return pairs <= std::atoll(env);
-  return pairs <= kDecodeMaxPairs && (pairs <= top_k || 2 * pairs <= num_experts);
+  const bool experts_rarely_repeat =
+      layout == MoeWeightLayout::kNK ? 4 * pairs <= 3 * num_experts : 2 * pairs <= num_experts;
+  return pairs <= kDecodeMaxPairs && (pairs <= top_k || experts_rarely_repeat);
 }
 
 // Columns per warp of decode gemm1 (NK): 4, or 3 where 4 leave the last wave of working CTAs
@@ -90,7 +96,7 @@ enum class GroupedKernels { kSm80, kSm90 };
 
 inline ForwardPath forward_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts,
                                 MoeWeightLayout layout, GroupedKernels grouped) {
-  if (use_decode_path(tokens, top_k, num_experts)) {
+  if (use_decode_path(tokens, top_k, num_experts, layout)) {
     return layout == MoeWeightLayout::kNK ? ForwardPath::kDecodeNK : ForwardPath::kDecodeKN;
   }
   return grouped == GroupedKernels::kSm90 ? ForwardPath::kHopperGrouped : ForwardPath::kPortableGrouped;
