@@ -30,17 +30,19 @@ TEST(MoePathRules, DecodeServesUpTo64PairsWhenExpertsRarelyRepeatInEitherLayout)
     // Mixtral: E 8, k 2.
     EXPECT_TRUE(use_decode_path(1, 2, 8, layout));
     EXPECT_TRUE(use_decode_path(2, 2, 8, layout));
-    EXPECT_FALSE(use_decode_path(4, 2, 8, layout));  // H200 NK: decode 488 vs grouped 484 us
+    EXPECT_FALSE(use_decode_path(5, 2, 8, layout));
     // A single token always decodes, even when k > E / 2.
     EXPECT_TRUE(use_decode_path(1, 6, 8, layout));
   }
-  // Mixtral T = 3, 6 pairs: NK decodes while pairs <= 3E / 4 (H200: decode 354 vs grouped 398 us);
-  // KN's GEMV reads an expert once per pair and keeps pairs <= E / 2.
+  // Mixtral T = 3 and 4: NK decodes while pairs <= E (H200: T=3 decode 349 vs grouped 398 us,
+  // T=4 458 vs 478); KN's GEMV reads an expert once per pair and keeps pairs <= E / 2.
   EXPECT_TRUE(use_decode_path(3, 2, 8, MoeWeightLayout::kNK));
+  EXPECT_TRUE(use_decode_path(4, 2, 8, MoeWeightLayout::kNK));
   EXPECT_FALSE(use_decode_path(3, 2, 8, MoeWeightLayout::kKN));
-  // E = 64, k = 6: 48 pairs is 3E / 4.
-  EXPECT_TRUE(use_decode_path(8, 6, 64, MoeWeightLayout::kNK));
-  EXPECT_FALSE(use_decode_path(9, 6, 64, MoeWeightLayout::kNK));
+  // E = 64, k = 6: the 64-pair bound (gemm2's window) decides for NK, E / 2 for KN.
+  EXPECT_TRUE(use_decode_path(10, 6, 64, MoeWeightLayout::kNK));
+  EXPECT_FALSE(use_decode_path(11, 6, 64, MoeWeightLayout::kNK));
+  EXPECT_TRUE(use_decode_path(5, 6, 64, MoeWeightLayout::kKN));
   EXPECT_FALSE(use_decode_path(6, 6, 64, MoeWeightLayout::kKN));
 }
 
@@ -51,6 +53,24 @@ TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {
   setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "1000000", 1);
   EXPECT_TRUE(use_decode_path(1000, 8, 128, MoeWeightLayout::kNK));
   EXPECT_FALSE(use_decode_path(65536, 1, 128, MoeWeightLayout::kKN));  // pairs live in gridDim.y (<= 65535)
+}
+
+// Decode gemm1 sweeps 4 tokens of an expert at a time only where tokens repeat experts.
+TEST(MoePathRules, DecodeGemm1SweepsFourTokensOnlyWhereTokensRepeatExperts) {
+  using cuda_moe::decode_gemm1_tokens_per_pass;
+  unsetenv("FUSEKIT_MOE_DECODE_GEMM1_TOKENS");
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(1, 8, 128), 2);
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(8, 8, 128), 2);  // 64 pairs on 128 experts
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(1, 2, 8), 2);    // one token: every expert once
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(1, 6, 8), 2);
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(2, 2, 8), 2);    // 4 pairs on 8 experts
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(3, 2, 8), 2);    // Mixtral T = 3: 354 vs 349 us with 4
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(4, 2, 8), 4);    // Mixtral T = 4: 458 vs 480 us
+  setenv("FUSEKIT_MOE_DECODE_GEMM1_TOKENS", "2", 1);
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(4, 2, 8), 2);
+  setenv("FUSEKIT_MOE_DECODE_GEMM1_TOKENS", "4", 1);
+  EXPECT_EQ(decode_gemm1_tokens_per_pass(1, 8, 128), 4);
+  unsetenv("FUSEKIT_MOE_DECODE_GEMM1_TOKENS");
 }
 
 // Decode gemm1 takes 3 columns per warp only where 4 leave the last wave of working CTAs
@@ -91,9 +111,10 @@ TEST(MoePathRules, ForwardPathFollowsTheDecodeRuleThenTheDevicesGroupedKernels) 
   EXPECT_EQ(forward_path(1, 8, 128, kn, GroupedKernels::kSm90), ForwardPath::kDecodeKN);
   EXPECT_EQ(forward_path(16, 8, 128, nk, GroupedKernels::kSm90), ForwardPath::kHopperGrouped);
   EXPECT_EQ(forward_path(16, 8, 128, nk, GroupedKernels::kSm80), ForwardPath::kPortableGrouped);
-  EXPECT_EQ(forward_path(4, 2, 8, nk, GroupedKernels::kSm80), ForwardPath::kPortableGrouped);
+  EXPECT_EQ(forward_path(5, 2, 8, nk, GroupedKernels::kSm80), ForwardPath::kPortableGrouped);
   EXPECT_EQ(forward_path(3, 2, 8, nk, GroupedKernels::kSm90), ForwardPath::kDecodeNK);
   EXPECT_EQ(forward_path(3, 2, 8, kn, GroupedKernels::kSm90), ForwardPath::kHopperGrouped);
+  EXPECT_EQ(forward_path(5, 2, 8, nk, GroupedKernels::kSm90), ForwardPath::kHopperGrouped);
 }
 
 TEST(MoePathRules, PrintedConfigLineNamesTheProblemAndEveryStageOfThePath) {

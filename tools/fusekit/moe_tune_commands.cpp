@@ -122,10 +122,10 @@ int tune_moe(const fusekit::cli::Args& args) {
   // forward reads it.
   const std::string prop_name = fusekit::bench::device_name();
   const std::string wanted = args.get("cases", "");
-  // From T = 4: where the decode kernels stop early (Mixtral's E = 8, k = 2 at T = 4) the grouped
-  // path's first row must be timed there: T = 16's tile at T = 4 ran Mixtral's layer 0.85x the
-  // Triton kernel (bench/results/moe_decode_peers_h200.json) and T = 4's own tile 3.5% faster
-  // (moe_mixtral_retune_ab_h200.json). The T the decode path serves are skipped below.
+  // From T = 4: the grouped path's first row serves every T down to where the decode kernels
+  // stop (gemm_config.h use_decode_path), so it is timed as near that as the list gets: with
+  // T = 16's tile at T = 4, Mixtral's layer ran 0.85x the Triton kernel
+  // (bench/results/moe_decode_peers_h200.json). The T the decode path serves are skipped below.
   const std::vector<std::int64_t> token_list =
       args.get_int_list("tokens", {4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384});
   const auto layout = args.get("layout", "nk") == "kn" ? fusekit::MoeWeightLayout::kKN : fusekit::MoeWeightLayout::kNK;

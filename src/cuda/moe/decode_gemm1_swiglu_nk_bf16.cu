@@ -2,8 +2,9 @@
 //   act[q, c] = silu(x[t] . W1[e][c]) * (x[t] . W1[e][I + c])   for every pair q = t*k + j, e = ids[q]
 // Each expert the batch hits is read once: the CTAs of pair p work only if p is the first pair
 // routed to its expert, and then serve every token routed to that expert, kTokensPerPass
-// tokens per sweep over K (a later sweep, for experts with more tokens than that, re-reads
-// the expert's rows, from L2 in practice; ncu should confirm it, as W1 is loaded evict-first).
+// tokens per sweep over K (2, or 4 where experts repeat: decode_gemm1_tokens_per_pass). A later
+// sweep, for an expert with more tokens than that, re-reads the expert's rows: from L2 where
+// they fit, from DRAM for Mixtral's 235 MB experts.
 // At T = 1 from the router every pair is first (a top-k never repeats an expert); at T = 8,
 // k = 8, E = 128 ~52 experts are read instead of 64. Pairs whose id is outside [0, E) get no
 // act row (gemm2 skips them).
@@ -32,7 +33,6 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kCtasPerSm = 2;  // decode_gemm1_cols_per_warp assumes it
-constexpr int kTokensPerPass = 2;
 
 // kRouteSlots = 0: the experts come from p.topk_ids, after the wait for the route kernel. Else
 // (DecodeRouting::kGemm1PicksFromLogits: one token, k <= 32) the warp does not wait for the
@@ -42,7 +42,7 @@ constexpr int kTokensPerPass = 2;
 // it lets gemm2 launch (gemm2 reads the route's ids) and before it writes anything. gemm2's
 // early read of the ids relies on at least one warp waiting before any trigger: keep warp 0 of
 // every CTA working (a CTA with no work at all would exit without the wait).
-template <int kRouteSlots, int kColsPerWarp>
+template <int kRouteSlots, int kColsPerWarp, int kTokensPerPass>
 __global__ void __launch_bounds__(kWarps * 32, kCtasPerSm) decode_gemm1_swiglu_nk_bf16_kernel(DecodeLayerParams p) {
   constexpr int kRows = 2 * kColsPerWarp;
   constexpr int kColsPerCta = kWarps * kColsPerWarp;
@@ -181,11 +181,11 @@ cudaError_t launch_for_routing(const DecodeLayerParams& p, dim3 grid, cudaStream
   auto launch = [&](void (*kernel)(DecodeLayerParams)) {
     return launch_dependent(kernel, grid, dim3(kWarps * 32), 0, stream, p);
   };
-  if (p.routing == DecodeRouting::kIds) return launch(decode_gemm1_swiglu_nk_bf16_kernel<0, kColsPerWarp>);
+  if (p.routing == DecodeRouting::kIds) return launch(decode_gemm1_swiglu_nk_bf16_kernel<0, kColsPerWarp, 2>);
   switch (softmax_route_slots(p.num_experts)) {
-    case 1: return launch(decode_gemm1_swiglu_nk_bf16_kernel<1, kColsPerWarp>);
-    case 4: return launch(decode_gemm1_swiglu_nk_bf16_kernel<4, kColsPerWarp>);
-    default: return launch(decode_gemm1_swiglu_nk_bf16_kernel<8, kColsPerWarp>);  // E <= 256 (check_decode_routing)
+    case 1: return launch(decode_gemm1_swiglu_nk_bf16_kernel<1, kColsPerWarp, 2>);
+    case 4: return launch(decode_gemm1_swiglu_nk_bf16_kernel<4, kColsPerWarp, 2>);
+    default: return launch(decode_gemm1_swiglu_nk_bf16_kernel<8, kColsPerWarp, 2>);  // E <= 256 (check_decode_routing)
   }
 }
 
@@ -199,11 +199,20 @@ Status launch_decode_gemm1_swiglu_nk_bf16(const DecodeLayerParams& p, cudaStream
   int device = 0, sm_count = 0;
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   FUSEKIT_RETURN_IF_ERROR(sm_count_of(device, &sm_count));
-  const int cols = decode_gemm1_cols_per_warp(pairs, p.num_experts, p.intermediate, sm_count);
+  // Four tokens per pass only with the route's ids (at one token every expert has one pair) and
+  // four columns: the one more instantiation that repeated experts need.
+  const bool four_per_pass =
+      p.routing == DecodeRouting::kIds && decode_gemm1_tokens_per_pass(p.tokens, p.top_k, p.num_experts) == 4;
+  const int cols = four_per_pass ? 4 : decode_gemm1_cols_per_warp(pairs, p.num_experts, p.intermediate, sm_count);
   const std::int64_t cols_per_cta = kWarps * cols;
   const dim3 grid(static_cast<unsigned>((p.intermediate + cols_per_cta - 1) / cols_per_cta),
                   static_cast<unsigned>(pairs));
-  FUSEKIT_CUDA_RETURN_IF_ERROR(cols == 3 ? launch_for_routing<3>(p, grid, stream) : launch_for_routing<4>(p, grid, stream));
+  if (four_per_pass) {
+    FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(decode_gemm1_swiglu_nk_bf16_kernel<0, 4, 4>, grid, dim3(kWarps * 32), 0,
+                                                  stream, p));
+  } else {
+    FUSEKIT_CUDA_RETURN_IF_ERROR(cols == 3 ? launch_for_routing<3>(p, grid, stream) : launch_for_routing<4>(p, grid, stream));
+  }
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("decode_gemm1_swiglu_nk_bf16_kernel");
   return Status::Ok();
 }

@@ -32,10 +32,11 @@ constexpr std::int64_t kBlockM = 64;
 // the grouped GEMMs through T = 8 (201 vs 261 us sm_80 grouped, 207 vs 220 us sm_90 grouped);
 // Mixtral at T = 1 only (269 vs 312 us), at T = 2 7% slower than sm_90 grouped.
 // So: pairs <= 64 and (one token, or pairs <= E / 2). NK since then (H200, layer bench with
-// graph replay, docs/PERF_NOTES.md "MoE decode path v7"): Mixtral T=3 (6 pairs on 8 experts)
-// decode 354 vs grouped 398 us on the re-tuned table (438 on the old one), T=4 488 vs 484,
-// T=6 656 vs 611, T=8 860 vs 641. So NK decodes while pairs <= 3E / 4; KN (a GEMV per pair, an
-// expert read once per pair) keeps E / 2. At E >= 128 the 64-pair bound decides either way.
+// graph replay, docs/PERF_NOTES.md "MoE decode path v7"), Mixtral: T=3 (6 pairs on 8 experts)
+// decode 349 vs grouped 398 us (re-tuned table); T=4 decode 458 (4 tokens per gemm1 sweep,
+// decode_gemm1_tokens_per_pass) vs grouped 478; T=6 611 vs 602; T=8 777 vs 621. So NK decodes
+// while pairs <= E; KN (a GEMV per pair, an expert read once per pair) keeps E / 2. The 64-pair
+// bound is gemm2's (it reads W2 once per 64-pair window); at E >= 64 it decides for both.
 constexpr std::int64_t kDecodeMaxPairs = 64;
 inline std::int64_t block_m_for(const MoeConfig& /*config*/) { return kBlockM; }
 inline bool block_m_supported(std::int64_t block_m) { return block_m == kBlockM; }
@@ -55,7 +56,7 @@ inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_
   if (pairs > 65535) return false;  // the decode grids put pairs in gridDim.y
   if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_MAX_PAIRS")) return pairs <= std::atoll(env);
   const bool experts_rarely_repeat =
-      layout == MoeWeightLayout::kNK ? 4 * pairs <= 3 * num_experts : 2 * pairs <= num_experts;
+      layout == MoeWeightLayout::kNK ? pairs <= num_experts : 2 * pairs <= num_experts;
   return pairs <= kDecodeMaxPairs && (pairs <= top_k || experts_rarely_repeat);
 }
 
@@ -82,6 +83,20 @@ inline int decode_gemm1_cols_per_warp(std::int64_t pairs, std::int64_t num_exper
     return static_cast<double>(ctas) / static_cast<double>(waves * slots);
   };
   return fill(3) >= fill(4) + 0.15 ? 3 : 4;
+}
+
+// Tokens per sweep of decode gemm1 over an expert's rows: 2, or 4 where the batch's tokens
+// repeat experts (at least E pairs, more than one token): an expert with more tokens than one
+// sweep takes is read again (Mixtral's, 235 MB each, from DRAM). H200, Mixtral (decode path
+// pinned): T=4 458 vs 480 us, T=6 611 vs 647, but T=3 (6 pairs) 354 vs 349: four hold 32 fp32
+// partials per lane beside the 16 loads in flight (128 registers, 28 B spill).
+// FUSEKIT_MOE_DECODE_GEMM1_TOKENS=2 or 4 pins it (for measuring it and for tests; read per call).
+inline int decode_gemm1_tokens_per_pass(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts) {
+  if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_GEMM1_TOKENS")) {
+    if (std::atoi(env) == 2) return 2;
+    if (std::atoi(env) == 4) return 4;
+  }
+  return tokens > 1 && tokens * top_k >= num_experts ? 4 : 2;
 }
 
 // The forward paths of the `cuda` backend (forward.cpp). The grouped kernels a device runs
