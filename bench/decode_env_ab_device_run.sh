@@ -4,7 +4,8 @@
 # of the decode kernels at T=1 under each variant (kernels serialised, caches flushed); then
 # every MoE GPU suite and pytest, and the decode kernel tests again under each variant.
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]):
-#   VARIANTS=... bash bench/decode_env_ab_device_run.sh      (AB_CASES, AB_TOKENS, SUITES)
+#   VARIANTS=... bash bench/decode_env_ab_device_run.sh      (AB_CASES, AB_TOKENS, SUITES;
+#   NCU=0 and PER_VARIANT_TESTS=0 skip those two parts, for a call short of device time)
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" decode_env_ab
 CASES=${AB_CASES:-qwen3-30b-a3b,qwen3-235b-a22b,mixtral-8x7b}
@@ -26,7 +27,7 @@ VARIANTS=${VARIANTS:?name the variants, e.g. "base=FUSEKIT_X=0 new="}
     done
   done
   python3 bench/ab_summary.py "$W" $(for v in $VARIANTS; do echo "${v%%=*}"; done)
-  for v in $VARIANTS; do
+  for v in $( [ "${NCU:-1}" != 0 ] && echo $VARIANTS ); do
     name=${v%%=*}; envs=${v#*=}
     stamp "ncu $name: qwen3-30b-a3b T=1"
     env ${envs//,/ } timeout 120 ncu --clock-control none -k regex:"decode" --launch-count 4 \
@@ -36,7 +37,7 @@ VARIANTS=${VARIANTS:?name the variants, e.g. "base=FUSEKIT_X=0 new="}
   done
   stamp tests
   run_gpu_tests ${SUITES:-}
-  for v in $VARIANTS; do
+  for v in $( [ "${PER_VARIANT_TESTS:-1}" != 0 ] && echo $VARIANTS ); do
     name=${v%%=*}; envs=${v#*=}
     echo "== moe_cuda_kernels_test under $name ($envs)"
     env ${envs//,/ } timeout 200 ./build-device/tests/moe_cuda_kernels_test --gtest_brief=1 > "$W/kernels_$name.txt" 2>&1
