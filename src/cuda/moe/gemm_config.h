@@ -90,7 +90,9 @@ inline int decode_gemm1_cols_per_warp(std::int64_t pairs, std::int64_t num_exper
 // sweep takes is read again (Mixtral's, 235 MB each, from DRAM). H200, Mixtral (decode path
 // pinned): T=4 458 vs 480 us, T=6 611 vs 647, but T=3 (6 pairs) 354 vs 349: four hold 32 fp32
 // partials per lane beside the 16 loads in flight (128 registers, 28 B spill).
-// FUSEKIT_MOE_DECODE_GEMM1_TOKENS=2 or 4 pins it (for measuring it and for tests; read per call).
+// FUSEKIT_MOE_DECODE_GEMM1_TOKENS=2 or 4 pins it (for measuring it and for tests; read per call);
+// the launcher takes 4 only with the route's ids (not when gemm1 picks from the logits at T = 1)
+// and then always 4 columns, over FUSEKIT_MOE_DECODE_GEMM1_COLS.
 inline int decode_gemm1_tokens_per_pass(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts) {
   if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_GEMM1_TOKENS")) {
     if (std::atoi(env) == 2) return 2;
