@@ -564,6 +564,19 @@ TEST(MoeCuda, InterleavedGateUpOrderGivesTheSameBits) {
   }
 }
 
+// The layer's output bits under one measuring knob pinned to `a`, then to `b`: equal or not.
+bool same_bits_under_pins(const Layer& L, std::int64_t T, const DeviceWorkspace& ws, const char* knob, const char* a,
+                          const char* b) {
+  DeviceBuffer out(static_cast<std::size_t>(T * L.config.hidden * 2));
+  auto forward_at = [&](const char* value) {
+    ScopedEnv pin(knob, value);
+    return device_forward(L, MoeBackend::kCuda, T, ws, out);
+  };
+  const auto first = forward_at(a);
+  const auto second = forward_at(b);
+  return first.size() == second.size() && std::memcmp(first.data(), second.data(), first.size() * 2) == 0;
+}
+
 // Decode gemm1's columns per warp (4, or 3 where its rule finds 4 leave a wave mostly empty)
 // change which warp computes a column, not how: both give the same bits, in either gate/up
 // order (an 8-column interleaved group then spans two warps). I = 200: the last warp of 3 has 2.
@@ -579,14 +592,7 @@ TEST(MoeCuda, DecodeGemm1ColumnsPerWarpGiveTheSameBits) {
       L.config.gate_up_order = order;
       DeviceWorkspace ws(L.config);
       for (std::int64_t T : {1, 2, 8}) {
-        DeviceBuffer out(static_cast<std::size_t>(T * s.H * 2));
-        auto forward_at = [&](const char* cols) {
-          ScopedEnv pin("FUSEKIT_MOE_DECODE_GEMM1_COLS", cols);
-          return device_forward(L, MoeBackend::kCuda, T, ws, out);
-        };
-        const auto four = forward_at("4");
-        const auto three = forward_at("3");
-        EXPECT_EQ(0, std::memcmp(four.data(), three.data(), four.size() * 2))
+        EXPECT_TRUE(same_bits_under_pins(L, T, ws, "FUSEKIT_MOE_DECODE_GEMM1_COLS", "4", "3"))
             << "E=" << s.E << " T=" << T << (order == MoeGateUpOrder::kHalves ? " halves" : " interleaved8");
       }
     }
@@ -607,14 +613,7 @@ TEST(MoeCuda, DecodeGemm1TokensPerPassGiveTheSameBits) {
     L.config.gate_up_order = order;
     DeviceWorkspace ws(L.config);
     for (std::int64_t T : {1, 3, 7, 40}) {
-      DeviceBuffer out(static_cast<std::size_t>(T * s.H * 2));
-      auto forward_at = [&](const char* tokens_per_pass) {
-        ScopedEnv pin("FUSEKIT_MOE_DECODE_GEMM1_TOKENS", tokens_per_pass);
-        return device_forward(L, MoeBackend::kCuda, T, ws, out);
-      };
-      const auto two = forward_at("2");
-      const auto four = forward_at("4");
-      EXPECT_EQ(0, std::memcmp(two.data(), four.data(), two.size() * 2))
+      EXPECT_TRUE(same_bits_under_pins(L, T, ws, "FUSEKIT_MOE_DECODE_GEMM1_TOKENS", "2", "4"))
           << "T=" << T << (order == MoeGateUpOrder::kHalves ? " halves" : " interleaved8");
     }
   }

@@ -16,7 +16,7 @@
 namespace fusekit::testing {
 
 // Sets an environment variable for a scope, then unsets it: the library's measuring knobs that
-// tests pin (FUSEKIT_MOE_DECODE_MAX_PAIRS, FUSEKIT_MOE_DECODE_GEMM1_COLS: read per call).
+// tests pin (FUSEKIT_MOE_DECODE_MAX_PAIRS, FUSEKIT_MOE_DECODE_GEMM1_COLS / _TOKENS: read per call).
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }

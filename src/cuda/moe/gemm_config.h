@@ -60,6 +60,15 @@ inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_
   return pairs <= kDecodeMaxPairs && (pairs <= top_k || experts_rarely_repeat);
 }
 
+// The value of a measuring knob that pins one of two choices (read per call): a or b when the
+// variable says so, else 0 (unset or another value: the rule decides).
+inline int env_pin(const char* name, int a, int b) {
+  const char* env = std::getenv(name);
+  if (env == nullptr) return 0;
+  const int v = std::atoi(env);
+  return v == a || v == b ? v : 0;
+}
+
 // Columns per warp of decode gemm1 (NK): 4, or 3 where 4 leave the last wave of working CTAs
 // mostly empty. Its CTAs are 8 warps, 2 per SM; the ones that work are one per (distinct
 // expert, block of 8 x cols columns), the distinct experts estimated as min(pairs, E). Where 3
@@ -70,10 +79,7 @@ inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_
 // FUSEKIT_MOE_DECODE_GEMM1_COLS=3 or 4 pins it (for measuring it and for tests; read per call).
 inline int decode_gemm1_cols_per_warp(std::int64_t pairs, std::int64_t num_experts, std::int64_t intermediate,
                                       int sm_count) {
-  if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_GEMM1_COLS")) {
-    if (std::atoi(env) == 3) return 3;
-    if (std::atoi(env) == 4) return 4;
-  }
+  if (const int pinned = env_pin("FUSEKIT_MOE_DECODE_GEMM1_COLS", 3, 4)) return pinned;
   if (sm_count <= 0 || pairs <= 0 || intermediate <= 0) return 4;
   const std::int64_t experts = std::min(pairs, num_experts);
   const std::int64_t slots = 2 * static_cast<std::int64_t>(sm_count);
@@ -94,10 +100,7 @@ inline int decode_gemm1_cols_per_warp(std::int64_t pairs, std::int64_t num_exper
 // the launcher takes 4 only with the route's ids (not when gemm1 picks from the logits at T = 1)
 // and then always 4 columns, over FUSEKIT_MOE_DECODE_GEMM1_COLS.
 inline int decode_gemm1_tokens_per_pass(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts) {
-  if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_GEMM1_TOKENS")) {
-    if (std::atoi(env) == 2) return 2;
-    if (std::atoi(env) == 4) return 4;
-  }
+  if (const int pinned = env_pin("FUSEKIT_MOE_DECODE_GEMM1_TOKENS", 2, 4)) return pinned;
   return tokens > 1 && tokens * top_k >= num_experts ? 4 : 2;
 }
 
