@@ -39,6 +39,7 @@ struct Problem {
   MoeWeightLayout layout;
   Routing routing;
   GemmTile tile;
+  std::int64_t x_pad = 0;  // x rows H + x_pad elements apart; the pad is NaN
 };
 
 float weight_at(const std::vector<float>& w, MoeWeightLayout layout, std::int64_t e, std::int64_t n, std::int64_t kk,
@@ -46,7 +47,7 @@ float weight_at(const std::vector<float>& w, MoeWeightLayout layout, std::int64_
   return layout == MoeWeightLayout::kNK ? w[(e * N + n) * K + kk] : w[(e * K + kk) * N + n];
 }
 
-struct Run {
+struct LayerRun {
   std::vector<float> out;
   std::vector<std::uint16_t> out_bits;
 };
@@ -102,11 +103,15 @@ class Sm90Experts {
   }
 
   // Runs experts_forward on `stream`; with `graph`, captures it once and replays it twice.
-  Run run(bool graph) {
+  LayerRun run(bool graph) {
     const std::int64_t E = p_.E, k = p_.k, H = p_.H, I = p_.I, T = p_.T;
     const std::int64_t pairs = T * k;
     const std::int64_t out_stride = H + 8;  // padded output rows: only the first H are written
-    DeviceBuffer dx = DeviceBuffer::from(to_bits(x_, DType::kBF16));
+    const std::int64_t x_stride = H + p_.x_pad;
+    const std::vector<std::uint16_t> x_bits = to_bits(x_, DType::kBF16);
+    std::vector<std::uint16_t> x_padded(static_cast<std::size_t>(T * x_stride), 0xFFFF);
+    for (std::int64_t t = 0; t < T; ++t) std::copy_n(x_bits.begin() + t * H, H, x_padded.begin() + t * x_stride);
+    DeviceBuffer dx = DeviceBuffer::from(x_padded);
     DeviceBuffer dw1 = DeviceBuffer::from(to_bits(w1_, DType::kBF16));
     DeviceBuffer dw2 = DeviceBuffer::from(to_bits(w2_, DType::kBF16));
     DeviceBuffer dids = DeviceBuffer::from(ids_);
@@ -124,7 +129,7 @@ class Sm90Experts {
 
     cuda_moe::sm90::ExpertsArgs a;
     a.x = static_cast<const __nv_bfloat16*>(dx.data());
-    a.x_row_stride = H;
+    a.x_row_stride = x_stride;
     a.w1 = static_cast<const __nv_bfloat16*>(dw1.data());
     a.w2 = static_cast<const __nv_bfloat16*>(dw2.data());
     a.layout = p_.layout;
@@ -158,7 +163,7 @@ class Sm90Experts {
     cudaStreamDestroy(stream);
 
     const std::vector<std::uint16_t> bits = out.to_host<std::uint16_t>(T * out_stride);
-    Run r;
+    LayerRun r;
     for (std::int64_t t = 0; t < T; ++t) {
       for (std::int64_t h = 0; h < out_stride; ++h) {
         const std::uint16_t b = bits[t * out_stride + h];
@@ -182,14 +187,14 @@ class Sm90Experts {
 void check(const Problem& p, bool also_graph) {
   Sm90Experts layer(p);
   const std::vector<double> ref = layer.reference();
-  const Run eager = layer.run(false);
+  const LayerRun eager = layer.run(false);
   double ref_max = 0;
   for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
   EXPECT_TRUE(within(compare(eager.out, ref), 1e-2, ref_max / 32 + 1e-3));
-  const Run again = layer.run(false);
+  const LayerRun again = layer.run(false);
   EXPECT_EQ(again.out_bits, eager.out_bits) << "two eager runs differ (not deterministic)";
   if (also_graph) {
-    const Run replay = layer.run(true);
+    const LayerRun replay = layer.run(true);
     EXPECT_EQ(replay.out_bits, eager.out_bits) << "graph replay differs from eager";
   }
 }
@@ -327,6 +332,33 @@ TEST(Sm90Config, TunedRowsHoldForTheirCardOnly) {
   EXPECT_NE(cuda_moe::sm90::describe(p, choose_sm90_config(p)).find("NVIDIA H200 (114 SMs)"), std::string::npos);
 }
 
+// The swap-AB gemm1 reads x's rows itself where the count + scan places the pairs (one CTA, at
+// most kOneBlockMaxPairs pairs); FUSEKIT_MOE_GATHER_X=0 keeps the permute. Both give the same
+// bits (same kernels, same rows), on packed and padded x, next to the reference; above the
+// one-CTA bound the permute runs either way.
+TEST(Sm90Experts, Gemm1GatheringXGivesThePermutedBits) {
+  SKIP_WITHOUT_SM90();
+  const std::int64_t max_pairs = cuda_moe::sm90::kOneBlockMaxPairs;
+  for (const Problem& p : {Problem{128, 8, 2048, 768, 16, MoeWeightLayout::kNK, Routing::kRandom, GemmTile::kStreamSwapAb, 64},
+                           Problem{16, 4, 136, 40, 70, MoeWeightLayout::kNK, Routing::kSomeInvalid, GemmTile::kStreamSwapAb, 24},
+                           Problem{16, 4, 64, 32, max_pairs / 4 + 3, MoeWeightLayout::kNK, Routing::kRandom,
+                                   GemmTile::kStreamSwapAb, 8}}) {
+    SCOPED_TRACE("E=" + std::to_string(p.E) + " T=" + std::to_string(p.T) + " x_pad=" + std::to_string(p.x_pad));
+    Sm90Experts layer(p);
+    const LayerRun gathered = layer.run(false);
+    LayerRun permuted;
+    {
+      ScopedEnv permute("FUSEKIT_MOE_GATHER_X", "0");
+      permuted = layer.run(false);
+    }
+    EXPECT_EQ(gathered.out_bits, permuted.out_bits);
+    const std::vector<double> ref = layer.reference();
+    double ref_max = 0;
+    for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
+    EXPECT_TRUE(within(compare(gathered.out, ref), 1e-2, ref_max / 32 + 1e-3));
+  }
+}
+
 // count + scan (launch_align_count_scan) on both of its sides: one CTA up to kOneBlockMaxPairs
 // pairs, memset + multi-CTA count + scan above. Counts and offsets against a CPU histogram; the
 // ranks of each expert a permutation of 0..count-1 (their order comes from atomics); -1 for ids
@@ -346,15 +378,33 @@ TEST(Sm90Align, CountScanGivesHistogramOffsetsAndRanks) {
         id = w < 3 ? (w == 0 ? -1 : E + w) : w < 36 ? std::min(1, E - 1) : pick(rng);
       }
       DeviceBuffer d_ids = DeviceBuffer::from(ids), d_counts(4 * E), d_rank(4 * pairs), d_offsets(4 * (E + 1));
+      DeviceBuffer d_inv(4 * pairs), d_tokens(4 * pairs);
       d_counts.poison();
       d_rank.poison();
       d_offsets.poison();
+      d_inv.poison();
+      d_tokens.poison();
       cuda_moe::sm90::CountPairsParams cp;
       cp.topk_ids = static_cast<const std::int32_t*>(d_ids.data());
       cp.pairs = pairs;
       cp.num_experts = E;
       cp.counts = static_cast<std::int32_t*>(d_counts.data());
       cp.rank = static_cast<std::int32_t*>(d_rank.data());
+      // Placement (inv, each slot's token) where one CTA runs; above, asking for it is an error.
+      const bool one_block = pairs <= max_pairs;
+      ASSERT_EQ(cuda_moe::sm90::align_count_scan_in_one_block(pairs), one_block);
+      const int top_k = 3;
+      cp.inv = static_cast<std::int32_t*>(d_inv.data());
+      cp.sorted_tokens = static_cast<std::int32_t*>(d_tokens.data());
+      cp.top_k = top_k;
+      if (!one_block) {
+        const Status refused =
+            cuda_moe::sm90::launch_align_count_scan(cp, static_cast<std::int32_t*>(d_offsets.data()), nullptr);
+        EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+        EXPECT_NE(refused.message().find("pairs are placed in one CTA only"), std::string::npos) << refused.message();
+        cp.inv = nullptr;
+        cp.sorted_tokens = nullptr;
+      }
       const Status s =
           cuda_moe::sm90::launch_align_count_scan(cp, static_cast<std::int32_t*>(d_offsets.data()), nullptr);
       ASSERT_TRUE(s.ok()) << s.to_string();
@@ -383,6 +433,15 @@ TEST(Sm90Align, CountScanGivesHistogramOffsetsAndRanks) {
         ASSERT_TRUE(r >= 0 && r < want[id]) << "p=" << p << " rank " << r;
         ASSERT_FALSE(seen[id][r]) << "rank " << r << " twice in expert " << id;
         seen[id][r] = 1;
+      }
+      if (one_block) {
+        const auto inv = d_inv.to_host<std::int32_t>(pairs), tokens = d_tokens.to_host<std::int32_t>(pairs);
+        for (std::int64_t p = 0; p < pairs; ++p) {
+          const std::int32_t id = ids[p];
+          if (id < 0 || id >= E) continue;
+          ASSERT_EQ(inv[p], offsets[id] + rank[p]) << "p=" << p;
+          ASSERT_EQ(tokens[inv[p]], p / top_k) << "p=" << p;
+        }
       }
     }
   }

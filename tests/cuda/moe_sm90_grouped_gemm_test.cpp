@@ -215,6 +215,100 @@ TEST_P(Sm90GroupedGemmFarRowsTest, OffsetsPast2To31Elements) {
 INSTANTIATE_TEST_SUITE_P(Tiles, Sm90GroupedGemmFarRowsTest,
                          ::testing::Values(GemmTile::kPingpong64x128, GemmTile::kStreamSwapAb));
 
+// Gathered A rows (GroupedGemmArgs::a_rows, the swapped-operand tile only): each GEMM row
+// reads its own source row of a padded matrix (stride k + 8), rows repeated, out of order, and
+// one source row past 2^31 elements (64-bit row offsets), against the CPU reference.
+TEST(Sm90GroupedGemm, StreamSwapAbGathersARowsByIndex) {
+  SKIP_WITHOUT_SM90();
+  auto rng = make_rng();
+  const std::int64_t k = 4096, n = 80, stride = k + 8;
+  const std::int32_t far = 530000;  // 530000 * 4104 > 2^31
+  const std::vector<std::int32_t> rows = {3, 0, 41};
+  const std::vector<std::int32_t> offsets = {0, 3, 3, 44};
+  const int G = 3;
+  const std::int64_t total = offsets.back();
+  std::uniform_int_distribution<int> pick(0, 49);
+  std::vector<std::int32_t> src(static_cast<std::size_t>(total));
+  for (auto& r : src) r = pick(rng);  // 44 rows from 50 sources: repeats
+  src[1] = far;
+  src[40] = src[2];
+  DeviceBuffer da(std::size_t(far + 1) * stride * 2);
+  da.poison();  // the 8 pad elements of every row are NaN: a stride mix-up shows
+  std::vector<std::vector<float>> a_src(static_cast<std::size_t>(total));
+  for (std::int64_t r = 0; r < total; ++r) {
+    a_src[r] = quantize(random_floats(rng, k), DType::kBF16);
+  }
+  // Rows sharing a source must share its values: upload each distinct source once.
+  std::vector<int> first_of(static_cast<std::size_t>(far + 1), -1);
+  for (std::int64_t r = 0; r < total; ++r) {
+    int& f = first_of[src[r]];
+    if (f < 0) {
+      f = static_cast<int>(r);
+      da.upload(to_bits(a_src[r], DType::kBF16).data(), k * 2, std::size_t(src[r]) * stride * 2);
+    } else {
+      a_src[r] = a_src[f];
+    }
+  }
+  const std::vector<float> b = quantize(random_floats(rng, G * n * k), DType::kBF16);
+  DeviceBuffer db = DeviceBuffer::from(to_bits(b, DType::kBF16));
+  DeviceBuffer dd(std::size_t(total) * n * 2);
+  dd.poison();
+  DeviceBuffer doff = DeviceBuffer::from(offsets), drows = DeviceBuffer::from(rows), dsrc = DeviceBuffer::from(src);
+  DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(G));
+  GroupedGemmArgs args = args_on(da, db, dd, doff, ws);
+  args.group_rows = static_cast<const std::int32_t*>(drows.data());
+  args.a_rows = static_cast<const std::int32_t*>(dsrc.data());
+  args.a_row_stride = stride;
+  args.groups = G;
+  args.n = n;
+  args.k = k;
+  args.tile = GemmTile::kStreamSwapAb;
+  const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> got = from_bits(dd.to_host<std::uint16_t>(total * n), DType::kBF16);
+  std::vector<double> ref(static_cast<std::size_t>(total * n));
+  for (int gi = 0; gi < G; ++gi)
+    for (std::int64_t r = offsets[gi]; r < offsets[gi + 1]; ++r)
+      for (std::int64_t col = 0; col < n; ++col) {
+        double acc = 0;
+        for (std::int64_t kk = 0; kk < k; ++kk) acc += double(a_src[r][kk]) * b[(gi * n + col) * k + kk];
+        ref[r * n + col] = acc;
+      }
+  double ref_max = 0;
+  for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
+  EXPECT_TRUE(within(compare(got, ref), 4e-3, ref_max / 128 + 1e-3));
+}
+
+TEST(Sm90GroupedGemm, GatheredRowsNeedTheSwapAbTileAndARowStride) {
+  SKIP_WITHOUT_SM90();
+  DeviceBuffer buf(1 << 16), ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(4));
+  DeviceBuffer doff = DeviceBuffer::from(std::vector<std::int32_t>{0, 8, 8, 8, 16});
+  DeviceBuffer dsrc = DeviceBuffer::from(std::vector<std::int32_t>(16, 0));
+  buf.poison();
+  GroupedGemmArgs args = args_on(buf, buf, buf, doff, ws);
+  args.groups = 4;
+  args.n = 64;
+  args.k = 64;
+  args.a_rows = static_cast<const std::int32_t*>(dsrc.data());
+  args.a_row_stride = 64;
+  args.tile = GemmTile::kPingpong64x128;
+  Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("gathered A rows need the stream_swapab_256x32 tile"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("got tile pingpong_64x128x64_c1x1"), std::string::npos) << s.message();
+  args.tile = GemmTile::kStreamSwapAb;
+  for (std::int64_t bad : {std::int64_t{0}, std::int64_t{56}, std::int64_t{68}}) {
+    args.a_row_stride = bad;
+    s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << "stride " << bad;
+    EXPECT_NE(s.message().find("and stride " + std::to_string(bad)), std::string::npos) << s.message();
+  }
+  FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+  const auto bits = buf.to_host<std::uint16_t>(8);
+  for (std::uint16_t b : bits) EXPECT_EQ(b, 0xFFFF) << "a refused call wrote D";
+}
+
 TEST(Sm90GroupedGemm, BadArgumentsAreErrors) {
   SKIP_WITHOUT_SM90();
   GroupedGemmArgs args;

@@ -6,7 +6,8 @@
 // Why: up to kOneBlockMaxPairs pairs the counting is a microsecond of work, and the
 // multi-CTA version pays for it in launches: a memset of the counts, a plain (not programmatic)
 // count launch after it, then the scan. One CTA counts in shared memory (nothing to zero in
-// global memory), scans, and writes counts, ranks and offsets: one programmatic launch.
+// global memory), scans, and writes counts, ranks and offsets: one programmatic launch. Asked
+// to, it also places the pairs (inv and each slot's token), so a gathering gemm1 needs no permute.
 // Threads: 1024; warps stride over 32 consecutive pairs, __match_any_sync groups a warp's pairs
 // by expert so each group's leader issues one shared atomicAdd. Ranks inside an expert follow
 // the order the atomics land in, as in align_count_pairs.cu (see moe_sm90.h).
@@ -60,6 +61,19 @@ __global__ void __launch_bounds__(kThreads) align_count_scan_one_block_kernel(Co
     offsets[e] = excl;
   }
   if (e == 0) offsets[E] = total;
+  if (p.inv == nullptr) return;
+
+  // Placement: the same threads visit the same pairs as above, so each reads back its own ranks.
+  __syncthreads();  // every thread has read counts[] before it becomes the offsets
+  if (e < E) counts[e] = excl;
+  __syncthreads();
+  for (std::int64_t i = std::int64_t(threadIdx.x / 32) * 32 + lane; i < p.pairs; i += kThreads) {
+    const int id = p.topk_ids[i];
+    if (id < 0 || id >= E) continue;
+    const int slot = counts[id] + p.rank[i];
+    p.inv[i] = slot;
+    p.sorted_tokens[slot] = static_cast<std::int32_t>(i / p.top_k);
+  }
 }
 
 // FUSEKIT_MOE_ALIGN_ONE_BLOCK_MAX_PAIRS=n moves the switch to n pairs (0: always the multi-CTA
@@ -74,16 +88,26 @@ std::int64_t one_block_max_pairs() {
 
 }  // namespace
 
+bool align_count_scan_in_one_block(std::int64_t pairs) { return pairs <= one_block_max_pairs(); }
+
 Status launch_align_count_scan(const CountPairsParams& p, std::int32_t* offsets, cudaStream_t stream) {
   if (p.num_experts < 1 || p.num_experts > kMaxExperts) {
     return invalid_argument("align count+scan: num_experts must be in [1, 512], got " +
                             std::to_string(p.num_experts));
+  }
+  const bool place = p.inv != nullptr;
+  if (place && (p.sorted_tokens == nullptr || p.top_k < 1)) {
+    return invalid_argument("align count+scan: placing pairs needs sorted_tokens and top_k >= 1");
   }
   if (p.pairs <= one_block_max_pairs()) {
     FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(align_count_scan_one_block_kernel, dim3(1), dim3(kThreads), 0,
                                                   stream, p, offsets));
     FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("align_count_scan_one_block_kernel");
     return Status::Ok();
+  }
+  if (place) {
+    return invalid_argument("align count+scan: pairs are placed in one CTA only (at most " +
+                            std::to_string(one_block_max_pairs()) + " pairs), got " + std::to_string(p.pairs));
   }
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p.counts, 0, sizeof(std::int32_t) * p.num_experts, stream));
   FUSEKIT_RETURN_IF_ERROR(launch_align_count_pairs(p, stream));

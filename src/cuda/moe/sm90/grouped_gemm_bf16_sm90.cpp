@@ -93,6 +93,13 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
     return invalid_argument(std::string("grouped_gemm_bf16_sm90: tile ") + gemm_tile_name(args.tile) +
                             " needs NK weights, got KN");
   }
+  if (args.a_rows != nullptr &&
+      (args.tile != GemmTile::kStreamSwapAb || args.a_row_stride < args.k || args.a_row_stride % 8 != 0)) {
+    return invalid_argument(std::string("grouped_gemm_bf16_sm90: gathered A rows need the ") +
+                            gemm_tile_name(GemmTile::kStreamSwapAb) + " tile and a row stride that is a multiple of 8 and at least k=" +
+                            std::to_string(args.k) + ", got tile " + gemm_tile_name(args.tile) + " and stride " +
+                            std::to_string(args.a_row_stride));
+  }
   if (args.tile == GemmTile::kStreamSwapAb) return detail::gemm_swapab_nk(args, stream);
   int device = 0;
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));

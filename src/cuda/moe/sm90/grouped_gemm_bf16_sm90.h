@@ -55,6 +55,11 @@ enum class GemmEpilogue { kStore, kSwiglu };
 
 struct GroupedGemmArgs {
   const __nv_bfloat16* a = nullptr;
+  // Rows of A gathered (kStreamSwapAb only): GEMM row r reads A row a_rows[r], rows
+  // a_row_stride elements apart (a multiple of 8, at least k). The MoE path passes x and each
+  // sorted pair's token, so no permuted copy of x is made. Null: A is packed, row r is row r.
+  const std::int32_t* a_rows = nullptr;
+  std::int64_t a_row_stride = 0;
   const __nv_bfloat16* b = nullptr;  // [groups, n, k] (kNK) or [groups, k, n] (kKN)
   __nv_bfloat16* d = nullptr;                   // [rows, n]; kSwiglu: [rows, n / 2]
   const std::int32_t* group_offsets = nullptr;  // [groups + 1], device

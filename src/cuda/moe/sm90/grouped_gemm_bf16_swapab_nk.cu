@@ -20,7 +20,8 @@
 // than 32 rows takes several passes, each reading the weights again, and every pass loads one
 // 16-byte token chunk per 8 tokens per k step (L1/L2 traffic that grows with m): it serves a
 // few rows per expert only (gemm_config_sm90.h). Rows past n and tokens past the group are
-// clamped for the loads and never stored. Epilogue kSwiglu: 16-row tiles are W1's interleaved
+// clamped for the loads and never stored. A's rows may be gathered (GroupedGemmArgs::a_rows):
+// one index load per 8 tokens per pass, so the MoE path needs no permuted copy of x. Epilogue kSwiglu: 16-row tiles are W1's interleaved
 // gate/up blocks (n % 16 == 0), so a lane holds gate and up of the same output and applies
 // SwiGLU in registers, rounding as the CUTLASS epilogue does (dev::swiglu_of_bf16_rounded).
 //
@@ -57,7 +58,8 @@ __device__ __forceinline__ uint4 load_weights(const uint4* p, bool ok) {
   return v;
 }
 
-template <GemmEpilogue kEpilogue>
+// kGathered: A's rows by index (GroupedGemmArgs::a_rows), a_row_stride apart; else packed.
+template <GemmEpilogue kEpilogue, bool kGathered>
 __global__ void __launch_bounds__(kWarps * 32, 2) grouped_gemm_bf16_swapab_nk_kernel(GroupedGemmArgs p) {
   dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
   const int g = blockIdx.y;
@@ -88,7 +90,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_gemm_bf16_swapab_nk_ke
     const int active = static_cast<int>(imin(kTilesN, (rows - t0 + 7) / 8));  // warp-uniform
     int xrow[kTilesN];
 #pragma unroll
-    for (int j = 0; j < kTilesN; ++j) xrow[j] = static_cast<int>(r0 + imin(t0 + 8 * j + q, rows - 1));
+    for (int j = 0; j < kTilesN; ++j) {
+      const int r = static_cast<int>(r0 + imin(t0 + 8 * j + q, rows - 1));
+      xrow[j] = kGathered ? p.a_rows[r] : r;
+    }
     float acc[kTilesM][kTilesN][4];
 #pragma unroll
     for (int t = 0; t < kTilesM; ++t)
@@ -114,7 +119,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_gemm_bf16_swapab_nk_ke
         for (int j = 0; j < kTilesN; ++j) {
           if (j >= active) break;
           const uint4 x =
-              kc < chunks ? __ldg(reinterpret_cast<const uint4*>(p.a + std::int64_t(xrow[j]) * p.k) + kc) : make_uint4(0, 0, 0, 0);
+              kc < chunks ? __ldg(reinterpret_cast<const uint4*>(p.a + std::int64_t(xrow[j]) * (kGathered ? p.a_row_stride : p.k)) + kc) : make_uint4(0, 0, 0, 0);
           const std::uint32_t b_lo[2] = {x.x, x.y};
           const std::uint32_t b_hi[2] = {x.z, x.w};
 #pragma unroll
@@ -161,8 +166,16 @@ namespace detail {
 Status gemm_swapab_nk(const GroupedGemmArgs& args, cudaStream_t stream) {
   const std::int64_t blocks = (args.n + kRowsPerCta - 1) / kRowsPerCta;
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(args.groups));
-  auto kernel = args.epilogue == GemmEpilogue::kSwiglu ? grouped_gemm_bf16_swapab_nk_kernel<GemmEpilogue::kSwiglu>
-                                                       : grouped_gemm_bf16_swapab_nk_kernel<GemmEpilogue::kStore>;
+  // Gathering is its own instantiation: read per load, the stride choice cost the packed kernel
+  // registers (it sits at 128 with 16 weight loads in flight) and spills.
+  using Kernel = void (*)(GroupedGemmArgs);
+  const bool swiglu = args.epilogue == GemmEpilogue::kSwiglu;
+  const Kernel kernel =
+      args.a_rows != nullptr
+          ? (swiglu ? grouped_gemm_bf16_swapab_nk_kernel<GemmEpilogue::kSwiglu, true>
+                    : grouped_gemm_bf16_swapab_nk_kernel<GemmEpilogue::kStore, true>)
+          : (swiglu ? grouped_gemm_bf16_swapab_nk_kernel<GemmEpilogue::kSwiglu, false>
+                    : grouped_gemm_bf16_swapab_nk_kernel<GemmEpilogue::kStore, false>);
   FUSEKIT_CUDA_RETURN_IF_ERROR(launch_dependent(kernel, grid, dim3(kWarps * 32), 0, stream, args));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("grouped_gemm_bf16_swapab_nk_kernel");
   return Status::Ok();

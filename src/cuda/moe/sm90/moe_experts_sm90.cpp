@@ -5,7 +5,9 @@
 //   buf1: h [rows, 2I]  -> y [rows, H]       (h is dead once swiglu has run)
 // With W1 in kInterleaved8 order GEMM1 writes act itself (SwiGLU in its epilogue), so
 //   buf0: xs -> y,  buf1: act              (xs is dead once gemm1 has run)
+// A swap-AB gemm1 at few pairs gathers x's rows itself (gemm1_gathers_x): no xs, no permute.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "common/cuda_check.h"
@@ -16,8 +18,18 @@ namespace {
 
 std::size_t round256(std::size_t b) { return (b + 255) / 256 * 256; }
 
+// The swap-AB gemm1 reads each token row by index, so where the count + scan can also place
+// the pairs (one CTA), it reads x itself: no permute launch, no xs written and read back.
+// FUSEKIT_MOE_GATHER_X=0 keeps the permute (for measuring the two against each other; read
+// per call).
+bool gemm1_gathers_x(const ExpertsArgs& a, std::int64_t pairs) {
+  if (const char* env = std::getenv("FUSEKIT_MOE_GATHER_X"); env != nullptr && env[0] == '0') return false;
+  return a.config.gemm1 == GemmTile::kStreamSwapAb && a.layout == MoeWeightLayout::kNK &&
+         a.x_row_stride % 8 == 0 && align_count_scan_in_one_block(pairs);
+}
+
 struct ExpertsLayout {
-  std::size_t counts, rank, offsets, inv, gemm1_ws, gemm2_ws, buf0, buf1, total;
+  std::size_t counts, rank, offsets, inv, sorted_tokens, gemm1_ws, gemm2_ws, buf0, buf1, total;
 };
 
 ExpertsLayout experts_layout(std::int64_t pairs, std::int64_t E, std::int64_t H, std::int64_t I) {
@@ -34,6 +46,7 @@ ExpertsLayout experts_layout(std::int64_t pairs, std::int64_t E, std::int64_t H,
   l.rank = take(sizeof(std::int32_t) * rows);
   l.offsets = take(sizeof(std::int32_t) * static_cast<std::size_t>(E + 1));
   l.inv = take(sizeof(std::int32_t) * rows);
+  l.sorted_tokens = take(sizeof(std::int32_t) * rows);
   l.gemm1_ws = take(gemm_ws);
   l.gemm2_ws = take(gemm_ws);
   l.buf0 = take(2 * rows * static_cast<std::size_t>(std::max(H, I)));
@@ -62,6 +75,7 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   auto* rank = reinterpret_cast<std::int32_t*>(ws + l.rank);
   auto* offsets = reinterpret_cast<std::int32_t*>(ws + l.offsets);
   auto* inv = reinterpret_cast<std::int32_t*>(ws + l.inv);
+  auto* sorted_tokens = reinterpret_cast<std::int32_t*>(ws + l.sorted_tokens);
   auto* buf0 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf0);
   auto* buf1 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf1);
   const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(a.num_experts);
@@ -72,6 +86,12 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   cp.num_experts = a.num_experts;
   cp.counts = counts;
   cp.rank = rank;
+  const bool gather = gemm1_gathers_x(a, pairs);
+  if (gather) {
+    cp.inv = inv;
+    cp.sorted_tokens = sorted_tokens;
+    cp.top_k = a.top_k;
+  }
   FUSEKIT_RETURN_IF_ERROR(launch_align_count_scan(cp, offsets, stream));
 
   PermuteParams pp;
@@ -86,10 +106,15 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   pp.hidden = a.hidden;
   pp.xs = buf0;
   pp.inv = inv;
-  FUSEKIT_RETURN_IF_ERROR(launch_permute_rows_bf16(pp, stream));
+  if (!gather) FUSEKIT_RETURN_IF_ERROR(launch_permute_rows_bf16(pp, stream));
 
   GroupedGemmArgs g1;
   g1.a = buf0;
+  if (gather) {
+    g1.a = a.x;
+    g1.a_rows = sorted_tokens;
+    g1.a_row_stride = a.x_row_stride;
+  }
   g1.b = a.w1;
   g1.d = buf1;
   g1.group_offsets = offsets;
@@ -118,6 +143,8 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   }
 
   GroupedGemmArgs g2 = g1;
+  g2.a_rows = nullptr;
+  g2.a_row_stride = 0;
   g2.epilogue = GemmEpilogue::kStore;
   g2.a = act;
   g2.b = a.w2;

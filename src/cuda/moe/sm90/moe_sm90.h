@@ -4,6 +4,8 @@
 //   scan      offsets[e] = sum_{e' < e} counts[e'],  offsets[E] = rows = pairs with a valid id
 //   permute   slot(p) = offsets[ids[p]] + rank[p];  xs[slot(p)] = x[p / k];  inv[p] = slot(p)
 //   gemm1     h[r] = xs[r] . W1[e]^T              grouped GEMM, sm_90a wgmma + TMA   [rows, 2I]
+//             (with the swap-AB gemm1 and few pairs, count + scan writes inv and each slot's
+//             token, and gemm1 reads x[token(r)] itself: no permute, no xs)
 //   swiglu    act[r, c] = silu(h[r, c]) * h[r, I + c]                                [rows, I]
 //   gemm2     y[r] = act[r] . W2[e]^T             grouped GEMM                       [rows, H]
 //   finalize  out[t] = sum_{j=0..k-1} w[t*k+j] * y[inv[t*k+j]], j in that order, fp32
@@ -79,6 +81,12 @@ struct CountPairsParams {
   int num_experts = 0;
   std::int32_t* counts = nullptr;  // [E], zero on entry
   std::int32_t* rank = nullptr;    // [pairs]; -1 for an id outside [0, E)
+  // Placement, in one CTA only (align_count_scan_in_one_block): when inv is not null the count
+  // + scan also writes what permute would, but the copy of x: inv[p] = offsets[ids[p]] + rank[p]
+  // and sorted_tokens[inv[p]] = p / top_k (a swap-AB gemm1 then gathers x's rows itself).
+  std::int32_t* inv = nullptr;            // [pairs]; untouched for an id outside [0, E)
+  std::int32_t* sorted_tokens = nullptr;  // [pairs]
+  int top_k = 1;
 };
 Status launch_align_count_pairs(const CountPairsParams& p, cudaStream_t stream);
 
@@ -93,6 +101,8 @@ Status launch_align_scan_offsets(const std::int32_t* counts, int num_experts, st
 // 512 pairs -5.8 us, 2048 pairs -0.8 us, 8192 pairs +8.3 us (one SM's loop then outweighs the
 // launches it saves); so the switch sits at 2048.
 constexpr std::int64_t kOneBlockMaxPairs = 2048;
+// Whether launch_align_count_scan runs the one CTA for `pairs` (so it can also place them).
+bool align_count_scan_in_one_block(std::int64_t pairs);
 Status launch_align_count_scan(const CountPairsParams& p, std::int32_t* offsets, cudaStream_t stream);
 
 struct PermuteParams {
