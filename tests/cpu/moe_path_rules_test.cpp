@@ -46,6 +46,21 @@ TEST(MoePathRules, DecodeServesUpTo64PairsWhenExpertsRarelyRepeatInEitherLayout)
   EXPECT_FALSE(use_decode_path(6, 6, 64, MoeWeightLayout::kKN));
 }
 
+// The tuner times a T wherever either layout reads its table row (the tables have no layout
+// column): Mixtral T = 3..4 decode in NK but not in KN, so their row is tuned.
+TEST(MoePathRules, TunedRowsAreNeededWhereEitherLayoutRunsGrouped) {
+  ClearDecodeOverride clear;
+  using cuda_moe::grouped_path_serves;
+  EXPECT_FALSE(grouped_path_serves(1, 2, 8));
+  EXPECT_FALSE(grouped_path_serves(2, 2, 8));  // 4 pairs: both decode
+  EXPECT_TRUE(grouped_path_serves(3, 2, 8));   // NK decodes, KN runs grouped
+  EXPECT_TRUE(use_decode_path(4, 2, 8, MoeWeightLayout::kNK));
+  EXPECT_TRUE(grouped_path_serves(4, 2, 8));
+  EXPECT_TRUE(grouped_path_serves(5, 2, 8));   // grouped in both
+  EXPECT_FALSE(grouped_path_serves(8, 8, 128));  // Qwen shapes: 64 pairs decode in both
+  EXPECT_TRUE(grouped_path_serves(9, 8, 128));
+}
+
 TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {
   ClearDecodeOverride clear;
   setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "0", 1);

@@ -60,6 +60,15 @@ inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_
   return pairs <= kDecodeMaxPairs && (pairs <= top_k || experts_rarely_repeat);
 }
 
+// Whether some layout runs the grouped GEMMs at T, so that a row of the tuned Hopper tables
+// (sm90/tuned_configs_sm90_*.inc, which have no layout column) is read there and `fusekit tune
+// moe` must time it. The layouts leave the decode path at different T (NK at E pairs, KN at
+// E / 2): at Mixtral T = 4 NK decodes and KN does not, and that row also serves NK T = 5.
+inline bool grouped_path_serves(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts) {
+  return !use_decode_path(tokens, top_k, num_experts, MoeWeightLayout::kNK) ||
+         !use_decode_path(tokens, top_k, num_experts, MoeWeightLayout::kKN);
+}
+
 // The value of a measuring knob that pins one of two choices (read per call): a or b when the
 // variable says so, else 0 (unset or another value: the rule decides).
 inline int env_pin(const char* name, int a, int b) {
