@@ -9,8 +9,9 @@
 // table and, with --write, writes it
 // as the C++ rows of one card that gemm_config_sm90.cpp includes
 // (src/cuda/moe/sm90/tuned_configs_sm90_<card>.inc, rows keyed by the device name and SM count);
-// each row serves the T range around its tuned T (geometric midpoints to its neighbours). Rows of
-// shapes left out by --cases stay as the file had them (tuned_table.h).
+// each row serves the T range around its tuned T (geometric midpoints to its neighbours). Rows it
+// did not re-tune (shapes left out by --cases, other cards that share the file) and the file's
+// header notes stay as the file had them (tuned_table.h).
 //
 //   fusekit tune moe [--cases qwen3-30b-a3b,qwen3-235b-a22b,mixtral-8x7b] [--tokens 64,256,...]
 //                    [--layout nk|kn] [--write PATH] [--json PATH] [--iters N]
@@ -340,12 +341,12 @@ int tune_moe(const fusekit::cli::Args& args) {
     const std::int64_t hi = last ? std::numeric_limits<std::int32_t>::max()
                                  : static_cast<std::int64_t>(std::sqrt(double(rows[i + 1].tokens) * r.tokens));
     std::ostringstream row;
-    row << "    {\"" << prop_name << "\", " << r.mc->E << ", " << r.mc->k << ", " << r.mc->H << ", " << r.mc->I << ", " << sms
+    row << "    {" << fusekit::tools::cpp_string_literal(prop_name) << ", " << r.mc->E << ", " << r.mc->k << ", " << r.mc->H << ", " << r.mc->I << ", " << sms
         << ", " << lo << ", " << hi << ", " << tile_enum_name(r.best1) << ", " << tile_enum_name(r.best2) << "},  // "
         << r.mc->name << " T=" << r.tokens;
     table_rows.push_back(row.str());
   }
-  // --write over an existing table keeps the rows of the shapes this run did not tune.
+  // --write over an existing table keeps the rows this run did not tune and the table's notes.
   std::string old_table;
   if (args.has("write")) {
     std::ifstream old(args.get("write", ""));
