@@ -59,6 +59,22 @@ TEST(MoePathRules, TunedRowsAreNeededWhereEitherLayoutRunsGrouped) {
   EXPECT_TRUE(grouped_path_serves(5, 2, 8));   // grouped in both
   EXPECT_FALSE(grouped_path_serves(8, 8, 128));  // Qwen shapes: 64 pairs decode in both
   EXPECT_TRUE(grouped_path_serves(9, 8, 128));
+  EXPECT_TRUE(grouped_path_serves(10, 6, 64));   // NK decodes (60 pairs <= 64 experts), KN does not
+  EXPECT_FALSE(grouped_path_serves(5, 6, 64));   // 30 pairs: both decode
+}
+
+// The tuned rows serve runs without the measuring pin, so a pin left set while tuning changes
+// nothing the tuner times.
+TEST(MoePathRules, TunedRowsFollowTheRuleNotTheDecodePin) {
+  ClearDecodeOverride clear;
+  using cuda_moe::grouped_path_serves;
+  setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "65535", 1);
+  EXPECT_TRUE(use_decode_path(4, 2, 8, MoeWeightLayout::kKN));  // the pin decodes there, the rule does not
+  EXPECT_TRUE(grouped_path_serves(4, 2, 8));
+  EXPECT_TRUE(grouped_path_serves(16, 8, 128));
+  setenv("FUSEKIT_MOE_DECODE_MAX_PAIRS", "0", 1);
+  EXPECT_FALSE(grouped_path_serves(2, 2, 8));
+  EXPECT_FALSE(grouped_path_serves(1, 8, 128));
 }
 
 TEST(MoePathRules, EnvironmentOverridePinsAPathButNotPastTheGridLimit) {

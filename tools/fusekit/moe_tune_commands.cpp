@@ -123,10 +123,11 @@ int tune_moe(const fusekit::cli::Args& args) {
   // forward reads it.
   const std::string prop_name = fusekit::bench::device_name();
   const std::string wanted = args.get("cases", "");
-  // From T = 4: the grouped path's first row serves every T down to where the decode kernels
-  // stop (gemm_config.h use_decode_path), so it is timed as near that as the list gets: with
-  // T = 16's tile at T = 4, Mixtral's layer ran 0.85x the Triton kernel
-  // (bench/results/moe_decode_peers_h200.json). The T that no layout runs grouped are skipped below.
+  // From T = 4: a shape's first row serves every T down to where the decode kernels stop, so it
+  // is timed as near that as the list gets: with T = 16's tile at T = 4, Mixtral's layer ran
+  // 0.85x the Triton kernel (bench/results/moe_decode_peers_h200.json). Below, a T is skipped
+  // only where every layout decodes (gemm_config.h grouped_path_serves), so the first T timed is
+  // the list's smallest that some layout runs grouped: Mixtral T = 4 (KN; NK decodes it).
   const std::vector<std::int64_t> token_list =
       args.get_int_list("tokens", {4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384});
   const auto layout = args.get("layout", "nk") == "kn" ? fusekit::MoeWeightLayout::kKN : fusekit::MoeWeightLayout::kNK;
@@ -178,7 +179,6 @@ int tune_moe(const fusekit::cli::Args& args) {
     fill_random_bf16(act.p, act.bytes / 2, 1.f, rng);
 
     for (std::int64_t T : token_list) {
-      // A T that both layouts decode reads no row; one that either runs grouped needs its row.
       if (!fusekit::cuda_moe::grouped_path_serves(T, mc.k, mc.E)) continue;
       const std::int64_t pairs = T * mc.k;
       std::vector<std::int32_t> host_ids;

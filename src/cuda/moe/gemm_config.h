@@ -48,6 +48,15 @@ inline std::int64_t align_capacity_rows(std::int64_t tokens, std::int64_t top_k,
   return (rows + block_m - 1) / block_m * block_m;
 }
 
+// The measured rule above: the path of every run without the FUSEKIT_MOE_DECODE_MAX_PAIRS pin.
+inline bool decode_path_rule(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts,
+                             MoeWeightLayout layout) {
+  const std::int64_t pairs = tokens * top_k;
+  const bool experts_rarely_repeat =
+      layout == MoeWeightLayout::kNK ? pairs <= num_experts : 2 * pairs <= num_experts;
+  return pairs <= kDecodeMaxPairs && (pairs <= top_k || experts_rarely_repeat);
+}
+
 // FUSEKIT_MOE_DECODE_MAX_PAIRS=n replaces the rule by pairs <= n (for measuring it and for
 // tests that pin a path; read per call).
 inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts,
@@ -55,18 +64,19 @@ inline bool use_decode_path(std::int64_t tokens, std::int64_t top_k, std::int64_
   const std::int64_t pairs = tokens * top_k;
   if (pairs > 65535) return false;  // the decode grids put pairs in gridDim.y
   if (const char* env = std::getenv("FUSEKIT_MOE_DECODE_MAX_PAIRS")) return pairs <= std::atoll(env);
-  const bool experts_rarely_repeat =
-      layout == MoeWeightLayout::kNK ? pairs <= num_experts : 2 * pairs <= num_experts;
-  return pairs <= kDecodeMaxPairs && (pairs <= top_k || experts_rarely_repeat);
+  return decode_path_rule(tokens, top_k, num_experts, layout);
 }
 
 // Whether some layout runs the grouped GEMMs at T, so that a row of the tuned Hopper tables
-// (sm90/tuned_configs_sm90_*.inc, which have no layout column) is read there and `fusekit tune
-// moe` must time it. The layouts leave the decode path at different T (NK at E pairs, KN at
-// E / 2): at Mixtral T = 4 NK decodes and KN does not, and that row also serves NK T = 5.
+// (sm90/tuned_configs_sm90_*.inc) is read there and `fusekit tune moe` must time it; the tuner
+// skips only a T that every layout decodes. The tables have no layout column, and the layouts
+// leave the decode path at different T (NK past E pairs, KN past E / 2): at Mixtral T = 4 NK
+// decodes and KN does not, and that row serves NK T = 5 and KN T = 3..5. By the rule, not
+// FUSEKIT_MOE_DECODE_MAX_PAIRS: a committed table serves runs without the pin, so a pin left
+// set while tuning must not drop rows.
 inline bool grouped_path_serves(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts) {
-  return !use_decode_path(tokens, top_k, num_experts, MoeWeightLayout::kNK) ||
-         !use_decode_path(tokens, top_k, num_experts, MoeWeightLayout::kKN);
+  return !decode_path_rule(tokens, top_k, num_experts, MoeWeightLayout::kNK) ||
+         !decode_path_rule(tokens, top_k, num_experts, MoeWeightLayout::kKN);
 }
 
 // The value of a measuring knob that pins one of two choices (read per call): a or b when the
