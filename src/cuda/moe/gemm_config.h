@@ -95,7 +95,9 @@ inline int env_pin(const char* name, int a, int b) {
 // fill alike, 3 lose ~1% (fewer loads in flight per warp). H200 (docs/PERF_NOTES.md "MoE decode
 // path v6"): Qwen3-30B-A3B T=1 (192 of 264 slots vs 256) -1.4%, T=2 -2.3%, T=4..8 +1.0%;
 // Qwen3-235B-A22B T=1 -0.4%, T=2..8 +0.5%; Mixtral T=1..2 +-0.2%.
-// FUSEKIT_MOE_DECODE_GEMM1_COLS=3 or 4 pins it (for measuring it and for tests; read per call).
+// FUSEKIT_MOE_DECODE_GEMM1_COLS=3 or 4 pins it (for measuring it and for tests; read per call),
+// except where the launcher runs 4 tokens per pass (decode_gemm1_tokens_per_pass below): those
+// always take 4 columns, the one instantiation of 4 tokens, so the pin is overridden there.
 inline int decode_gemm1_cols_per_warp(std::int64_t pairs, std::int64_t num_experts, std::int64_t intermediate,
                                       int sm_count) {
   if (const int pinned = env_pin("FUSEKIT_MOE_DECODE_GEMM1_COLS", 3, 4)) return pinned;
@@ -115,9 +117,10 @@ inline int decode_gemm1_cols_per_warp(std::int64_t pairs, std::int64_t num_exper
 // sweep takes is read again (Mixtral's, 235 MB each, from DRAM). H200, Mixtral (decode path
 // pinned): T=4 458 vs 480 us, T=6 611 vs 647, but T=3 (6 pairs) 354 vs 349: four hold 32 fp32
 // partials per lane beside the 16 loads in flight (128 registers, 28 B spill).
-// FUSEKIT_MOE_DECODE_GEMM1_TOKENS=2 or 4 pins it (for measuring it and for tests; read per call);
-// the launcher takes 4 only with the route's ids (not when gemm1 picks from the logits at T = 1)
-// and then always 4 columns, over FUSEKIT_MOE_DECODE_GEMM1_COLS.
+// FUSEKIT_MOE_DECODE_GEMM1_TOKENS=2 or 4 pins it (for measuring it and for tests; read per call).
+// The launcher (decode_gemm1_swiglu_nk_bf16.cu) takes 4 only with the route's ids: at T = 1 where
+// gemm1 picks its experts from the logits (decode_gemm1_picks_from_logits) a pinned 4 is ignored
+// and 2 run. Where 4 run, it takes 4 columns, over FUSEKIT_MOE_DECODE_GEMM1_COLS.
 inline int decode_gemm1_tokens_per_pass(std::int64_t tokens, std::int64_t top_k, std::int64_t num_experts) {
   if (const int pinned = env_pin("FUSEKIT_MOE_DECODE_GEMM1_TOKENS", 2, 4)) return pinned;
   return tokens > 1 && tokens * top_k >= num_experts ? 4 : 2;
