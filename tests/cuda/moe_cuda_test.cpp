@@ -14,12 +14,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "cuda/moe/gemm_config.h"
+#include "cuda/moe/sm90/gemm_config_sm90.h"
 #include "fusekit/moe.h"
 #include "support/test_support.h"
 
@@ -629,6 +631,40 @@ TEST(MoeCuda, DecodeGemm1TokensPerPassGiveTheSameBits) {
       const PinnedRuns runs = runs_under_pins(L, T, ws, "FUSEKIT_MOE_DECODE_GEMM1_TOKENS", "2", "4");
       EXPECT_TRUE(runs.same_bits());
       EXPECT_TRUE(close_to(bf16_to_float(runs.b), cpu_forward(L, 0, T))) << "4 tokens per pass vs cpu";
+    }
+  }
+}
+
+// GEMM2 split in K (Sm90MoeConfig::gemm2_k_splits; the finalize sums the slices' partials):
+// pinned to 2 slices of I = 4112 (2056 elements each: no multiple of any K tile), both layouts,
+// H = 520 (no multiple of an N tile), 10 to 275 rows per expert (three tiles). The split layer is
+// held to the CPU oracle and to the unsplit layer on every row, and gives the same bits run to
+// run.
+TEST(MoeCuda, Gemm2SplitInKMatchesTheUnsplitLayer) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  auto rng = make_rng();
+  const Shape s{8, 2, 520, 4112};
+  ASSERT_EQ(cuda_moe::sm90::gemm2_max_k_splits(s.I), 2);
+  for (MoeWeightLayout layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    Layer L(s, 1100, layout, MoeRoutingMode::kSoftmaxTopK, rng);
+    DeviceWorkspace ws(L.config);
+    for (std::int64_t T : {40, 300, 1100}) {
+      for (const char* splits : {"2"}) {
+        SCOPED_TRACE("T=" + std::to_string(T) + (layout == MoeWeightLayout::kNK ? " NK" : " KN") + " splits=" + splits);
+        {
+          ScopedEnv pin("FUSEKIT_MOE_GEMM2_K_SPLITS", splits);
+          cuda_moe::sm90::MoeProblem problem{s.E, s.k, s.H, s.I, T, 132, layout, nullptr};
+          EXPECT_EQ(cuda_moe::sm90::choose_sm90_config(problem).gemm2_k_splits, std::atoi(splits));
+        }
+        const PinnedRuns unsplit_split = runs_under_pins(L, T, ws, "FUSEKIT_MOE_GEMM2_K_SPLITS", "1", splits);
+        const std::vector<float> split = bf16_to_float(unsplit_split.b);
+        const std::vector<float> unsplit = bf16_to_float(unsplit_split.a);
+        EXPECT_TRUE(close_to(split, std::vector<double>(unsplit.begin(), unsplit.end()))) << "split vs unsplit";
+        EXPECT_TRUE(close_to(rows_of(unsplit_split.b, s.H, 0, 8), cpu_forward(L, 0, 8))) << "split vs cpu";
+        EXPECT_TRUE(runs_under_pins(L, T, ws, "FUSEKIT_MOE_GEMM2_K_SPLITS", splits, splits).same_bits())
+            << "run to run";
+        if (HasFailure()) return;
+      }
     }
   }
 }

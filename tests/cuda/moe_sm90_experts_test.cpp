@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -330,6 +331,65 @@ TEST(Sm90Config, TunedRowsHoldForTheirCardOnly) {
   EXPECT_FALSE(choose_sm90_config(p).from_table);
   // The description names the card the choice was made for.
   EXPECT_NE(cuda_moe::sm90::describe(p, choose_sm90_config(p)).find("NVIDIA H200 (114 SMs)"), std::string::npos);
+}
+
+// GEMM2's split in K (gemm2_k_splits): 2 slices or none, each slice kSplitKMinSliceK deep or
+// more, never for the swap-AB tile or below a tile of rows per expert; 2 only where the tiles
+// make fewer than kSplitKMaxRounds rounds of the tiles in flight. The measured Mixtral rows
+// (H200, gemm_config_sm90.h) on the tiles the table names there. The pin gives way where its
+// slices do not fit. Host only.
+TEST(Sm90Config, Gemm2SplitsInKOnlyWhereTheSlicesFitAndTheTilesAreFew) {
+  using cuda_moe::sm90::gemm2_k_splits;
+  using cuda_moe::sm90::gemm2_max_k_splits;
+  using cuda_moe::sm90::MoeProblem;
+  unsetenv("FUSEKIT_MOE_GEMM2_K_SPLITS");
+  EXPECT_EQ(gemm2_max_k_splits(768), 1);     // Qwen3-30B-A3B
+  EXPECT_EQ(gemm2_max_k_splits(1536), 1);    // Qwen3-235B-A22B
+  EXPECT_EQ(gemm2_max_k_splits(4096), 2);    // two slices of 2048
+  EXPECT_EQ(gemm2_max_k_splits(4088), 1);    // too thin
+  EXPECT_EQ(gemm2_max_k_splits(8200), 1);    // 8200 % 16 != 0
+  EXPECT_EQ(gemm2_max_k_splits(14336), 2);   // Mixtral
+  auto mixtral_at = [](std::int64_t T) { return MoeProblem{8, 2, 4096, 14336, T, 132, MoeWeightLayout::kNK, nullptr}; };
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(16), GemmTile::kPingpong64x256), 1);       // 4 rows per expert
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(64), GemmTile::kPingpong64x128k128), 1);   // 16
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(256), GemmTile::kPingpong64x256), 2);      // 128 tiles
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(512), GemmTile::kPingpong64x256), 2);      // 256
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(1024), GemmTile::kPingpong64x256), 2);     // 512 < 2 x 264
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(2048), GemmTile::kCooperative128x256), 1); // 512 >= 2 x 132
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(2048), GemmTile::kPingpong64x256), 1);     // 1024
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(4096), GemmTile::kPingpong64x256), 1);
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(1024), GemmTile::kStreamSwapAb), 1);
+  // The tuned H200 table's tiles: split at T = 256..1024 only.
+  for (std::int64_t T : {1, 8, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}) {
+    MoeProblem p = mixtral_at(T);
+    p.device_name = "NVIDIA H200";
+    EXPECT_EQ(cuda_moe::sm90::choose_sm90_config(p).gemm2_k_splits, T >= 256 && T <= 1024 ? 2 : 1) << "T=" << T;
+  }
+  // The Qwen shapes' K cannot be split.
+  const GemmTile tiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128, GemmTile::kCooperative128x256,
+                            GemmTile::kPingpong64x256, GemmTile::kPingpong64x128k128};
+  for (std::int64_t I : {768, 1536}) {
+    for (std::int64_t T : {1, 64, 1024, 16384}) {
+      for (GemmTile tile : tiles) {
+        EXPECT_EQ(gemm2_k_splits(MoeProblem{128, 8, 4096, I, T, 132, MoeWeightLayout::kNK, nullptr}, tile), 1);
+      }
+    }
+  }
+  // The pin: 2 where two slices fit, on every CUTLASS tile; otherwise unsplit.
+  const MoeProblem qwen{128, 8, 2048, 768, 1024, 132, MoeWeightLayout::kNK, nullptr};
+  setenv("FUSEKIT_MOE_GEMM2_K_SPLITS", "2", 1);
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(16), GemmTile::kCooperative128x256), 2);
+  EXPECT_EQ(gemm2_k_splits(qwen, GemmTile::kPingpong64x256), 1);
+  EXPECT_EQ(gemm2_k_splits(mixtral_at(1024), GemmTile::kStreamSwapAb), 1);
+  const cuda_moe::sm90::Sm90MoeConfig c = cuda_moe::sm90::choose_sm90_config(mixtral_at(4096));
+  EXPECT_EQ(c.gemm2_k_splits, 2);
+  EXPECT_NE(cuda_moe::sm90::describe(mixtral_at(4096), c).find("split in 2 along K"), std::string::npos)
+      << cuda_moe::sm90::describe(mixtral_at(4096), c);
+  for (const char* pin : {"1", "3", "4", "0", "-2", "x"}) {
+    setenv("FUSEKIT_MOE_GEMM2_K_SPLITS", pin, 1);
+    EXPECT_EQ(gemm2_k_splits(mixtral_at(1024), GemmTile::kPingpong64x256), 1) << pin;
+  }
+  unsetenv("FUSEKIT_MOE_GEMM2_K_SPLITS");
 }
 
 // The swap-AB gemm1 reads x's rows itself where the count + scan places the pairs (one CTA, at

@@ -70,6 +70,7 @@ struct Case {
   MoeWeightLayout layout;
   GemmTile tile;
   bool pass_rows;  // false: rows = offsets' differences
+  int k_splits = 1;  // > 1: D holds that many partials, summed here
 };
 
 void run_case(const Case& c) {
@@ -87,11 +88,12 @@ void run_case(const Case& c) {
   const std::vector<float> b = quantize(random_floats(rng, G * c.n * c.k), DType::kBF16);
   DeviceBuffer da = DeviceBuffer::from(to_bits(a, DType::kBF16));
   DeviceBuffer db = DeviceBuffer::from(to_bits(b, DType::kBF16));
-  DeviceBuffer dd(total_rows * c.n * 2);
+  const std::int64_t slice_elems = total_rows * c.n;
+  DeviceBuffer dd(c.k_splits * slice_elems * 2);
   dd.poison();
   DeviceBuffer doff = DeviceBuffer::from(g.offsets);
   DeviceBuffer drows = DeviceBuffer::from(g.rows);
-  DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(G));
+  DeviceBuffer ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(G * c.k_splits));
 
   GroupedGemmArgs args = args_on(da, db, dd, doff, ws);
   args.group_rows = c.pass_rows ? static_cast<const std::int32_t*>(drows.data()) : nullptr;
@@ -100,10 +102,18 @@ void run_case(const Case& c) {
   args.k = c.k;
   args.layout = c.layout;
   args.tile = c.tile;
+  args.k_splits = c.k_splits;
+  args.d_split_stride = c.k_splits > 1 ? slice_elems : 0;
   const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   ASSERT_TRUE(s.ok()) << s.to_string();
   FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
-  const std::vector<float> d = from_bits(dd.to_host<std::uint16_t>(total_rows * c.n), DType::kBF16);
+  const std::vector<float> partials =
+      from_bits(dd.to_host<std::uint16_t>(c.k_splits * slice_elems), DType::kBF16);
+  // The product is the sum of the slices' partials (NaN stays NaN: an unwritten slice shows).
+  std::vector<float> d(partials.begin(), partials.begin() + slice_elems);
+  for (int sl = 1; sl < c.k_splits; ++sl) {
+    for (std::int64_t i = 0; i < slice_elems; ++i) d[i] += partials[sl * slice_elems + i];
+  }
 
   std::vector<float> got;
   std::vector<double> ref;
@@ -129,9 +139,11 @@ void run_case(const Case& c) {
   if (ref.empty()) return;
   double ref_max = 0;
   for (double v : ref) ref_max = std::max(ref_max, std::fabs(v));
-  // bf16 output of an fp32 accumulation: half an ulp of the output plus fp32 summation error.
-  EXPECT_TRUE(within(compare(got, ref), 4e-3, ref_max / 128 + 1e-3))
-      << cuda_moe::sm90::gemm_tile_name(c.tile) << (c.layout == MoeWeightLayout::kNK ? " NK" : " KN");
+  // bf16 output of an fp32 accumulation: half an ulp of the output plus fp32 summation error
+  // (per partial where K is split).
+  EXPECT_TRUE(within(compare(got, ref), 4e-3 * c.k_splits, c.k_splits * (ref_max / 128 + 1e-3)))
+      << cuda_moe::sm90::gemm_tile_name(c.tile) << (c.layout == MoeWeightLayout::kNK ? " NK" : " KN")
+      << " k_splits=" << c.k_splits;
 }
 
 class Sm90GroupedGemmTest : public ::testing::TestWithParam<std::tuple<GemmTile, MoeWeightLayout>> {};
@@ -153,6 +165,17 @@ TEST_P(Sm90GroupedGemmTest, AllRowsInOneGroup) {
   SKIP_WITHOUT_SM90();
   const auto [tile, layout] = GetParam();
   run_case({{0, 0, 777, 0}, 392, 256, layout, tile, true});
+}
+
+// Split-K: each slice is a group of its own starting s * k / S into K (A's columns, B's
+// columns in NK or rows in KN); the slices' partials sum to the product. Slices of 8 * 129 and
+// 8 * 43 elements: no multiple of any K tile, so every slice ends in a partial K tile.
+TEST_P(Sm90GroupedGemmTest, SplitKSlicesSumToTheProduct) {
+  SKIP_WITHOUT_SM90();
+  const auto [tile, layout] = GetParam();
+  if (tile == GemmTile::kStreamSwapAb) GTEST_SKIP() << "split-K is for the CUTLASS tiles";
+  run_case({{0, 1, 37, 0, 200, 129, 0, 3}, 264, 2064, layout, tile, true, 2});
+  run_case({{5, 70, 0, 133}, 136, 1032, layout, tile, false, 3});
 }
 
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90GroupedGemmTest,
@@ -328,6 +351,62 @@ TEST(Sm90GroupedGemm, BadArgumentsAreErrors) {
   args.d = static_cast<__nv_bfloat16*>(buf.data());
   s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   EXPECT_NE(s.message().find("16-byte aligned"), std::string::npos) << s.message();
+}
+
+// Split-K's limits: each refused before anything is launched, D untouched.
+TEST(Sm90GroupedGemm, SplitKBadArgumentsAreErrors) {
+  SKIP_WITHOUT_SM90();
+  DeviceBuffer buf(1 << 16), ws(cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(1024));
+  DeviceBuffer doff = DeviceBuffer::from(std::vector<std::int32_t>{0, 8, 8, 8, 16});
+  buf.poison();
+  auto base = [&] {
+    GroupedGemmArgs args = args_on(buf, buf, buf, doff, ws);
+    args.groups = 4;
+    args.n = 64;
+    args.k = 128;
+    args.tile = GemmTile::kPingpong64x128;
+    args.k_splits = 2;
+    args.d_split_stride = 16 * 64;
+    return args;
+  };
+  struct Bad {
+    const char* what;
+    GroupedGemmArgs args;
+    const char* message;
+  };
+  std::vector<Bad> bad;
+  {
+    GroupedGemmArgs a = base();
+    a.k_splits = 0;
+    bad.push_back({"0 slices", a, "k_splits must be in [1, 8]"});
+    a.k_splits = 9;
+    bad.push_back({"9 slices", a, "got k_splits=9"});
+    a = base();
+    a.k_splits = 3;  // 128 % 24 != 0
+    bad.push_back({"k no multiple of 8 * slices", a, "k a multiple of 8 * k_splits"});
+    a = base();
+    a.groups = 513;
+    a.k_splits = 2;
+    bad.push_back({"too many entries", a, "groups * k_splits <= 1024"});
+    a = base();
+    a.tile = GemmTile::kStreamSwapAb;
+    bad.push_back({"swap-AB tile", a, "got tile stream_swapab_256x32"});
+    a = base();
+    a.epilogue = GemmEpilogue::kSwiglu;
+    bad.push_back({"SwiGLU epilogue", a, "the SwiGLU epilogue"});
+    a = base();
+    a.d_split_stride = 60;
+    bad.push_back({"slice stride below n", a, "d_split_stride=60"});
+    a.d_split_stride = 68;
+    bad.push_back({"slice stride no multiple of 8", a, "d_split_stride=68"});
+  }
+  for (const Bad& b : bad) {
+    const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(b.args, nullptr);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << b.what;
+    EXPECT_NE(s.message().find(b.message), std::string::npos) << b.what << ": " << s.message();
+  }
+  FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+  for (std::uint16_t v : buf.to_host<std::uint16_t>(1 << 15)) ASSERT_EQ(v, 0xFFFF) << "a refused call wrote";
 }
 
 TEST(Sm90GroupedGemm, StreamSwapAbWithKnWeightsIsAnError) {

@@ -28,13 +28,16 @@ MoeConfig prepared_config(const MoeConfig& config) {
   // Every other reader takes either order. Expert/tensor parallelism slices W1 in halves order only.
   const bool single_device = config.expert_parallel_size == 1;
   const bool cuda = config.backend == MoeBackend::kCuda || config.backend == MoeBackend::kAuto;
-  if (!single_device || !cuda || !sm90::swiglu_in_gemm1_pays(config.intermediate)) return to;
+  if (!single_device || !cuda) return to;
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
+  cudaDeviceProp prop;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
     cudaGetLastError();  // no device (a CUDA build on a machine without a GPU): keep the order
     return to;           // and clear only the error this call raised, not one the caller has pending
   }
-  if (sm90::sm90_grouped_gemm_available(device)) to.gate_up_order = MoeGateUpOrder::kInterleaved8;
+  if (sm90::sm90_grouped_gemm_available(device) && sm90::swiglu_in_gemm1_pays(config.intermediate, prop.name)) {
+    to.gate_up_order = MoeGateUpOrder::kInterleaved8;
+  }
   return to;
 }
 

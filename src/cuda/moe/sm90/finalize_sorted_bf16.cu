@@ -1,5 +1,6 @@
 // finalize (Hopper MoE path): out[t, :] = bf16( sum_{j=0..k-1} w[t*k+j] * y[inv[t*k+j], :] ),
-// j in that fixed order, fp32 (deterministic run to run). A slot whose expert id lies outside
+// j in that fixed order, fp32 (deterministic run to run). With GEMM2 split in K, y's S
+// partials are summed slice by slice: out = bf16( sum_s sum_j w_j * y_s[inv_j] ). A slot whose expert id lies outside
 // [0, E) contributes nothing (its pair is in no expert's run, so inv and y were never written).
 // Shapes: y [rows, H] packed, expert order (GEMM2's output); inv/topk_ids/topk_weights
 // [T*k]; out [T, H] (row stride out_row_stride). H % 8 == 0.
@@ -48,18 +49,21 @@ __global__ void __launch_bounds__(kThreads) finalize_sorted_bf16_kernel(Finalize
           }
         }
       }
-      uint4 v[kSlotsInFlight];
+      for (int s = 0; s < p.y_splits; ++s) {
+        const __nv_bfloat16* y = p.y + s * p.y_split_stride;
+        uint4 v[kSlotsInFlight];
 #pragma unroll
-      for (int u = 0; u < kSlotsInFlight; ++u) {
-        v[u] = row[u] >= 0 ? __ldg(reinterpret_cast<const uint4*>(p.y + row[u] * p.hidden + h)) : make_uint4(0, 0, 0, 0);
-      }
+        for (int u = 0; u < kSlotsInFlight; ++u) {
+          v[u] = row[u] >= 0 ? __ldg(reinterpret_cast<const uint4*>(y + row[u] * p.hidden + h)) : make_uint4(0, 0, 0, 0);
+        }
 #pragma unroll
-      for (int u = 0; u < kSlotsInFlight; ++u) {
-        if (row[u] < 0) continue;
-        float f[8];
-        dev::unpack8(v[u], f);
+        for (int u = 0; u < kSlotsInFlight; ++u) {
+          if (row[u] < 0) continue;
+          float f[8];
+          dev::unpack8(v[u], f);
 #pragma unroll
-        for (int c = 0; c < 8; ++c) sum[c] = fmaf(w[u], f[c], sum[c]);
+          for (int c = 0; c < 8; ++c) sum[c] = fmaf(w[u], f[c], sum[c]);
+        }
       }
     }
     *reinterpret_cast<uint4*>(p.out + t * p.out_row_stride + h) = dev::pack8(sum);
@@ -70,6 +74,9 @@ __global__ void __launch_bounds__(kThreads) finalize_sorted_bf16_kernel(Finalize
 
 Status launch_finalize_sorted_bf16(const FinalizeSortedParams& p, cudaStream_t stream) {
   if (p.hidden % 8 != 0) return invalid_argument("finalize: hidden must be a multiple of 8");
+  if (p.y_splits < 1 || (p.y_splits > 1 && (p.y_split_stride < p.hidden || p.y_split_stride % 8 != 0))) {
+    return invalid_argument("finalize: y_splits must be at least 1 and, above 1, y_split_stride a multiple of 8 and at least hidden");
+  }
   const std::int64_t total = p.tokens * (p.hidden / 8);
   if (total == 0) return Status::Ok();
   std::int64_t blocks = (total + kThreads - 1) / kThreads;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
@@ -45,7 +46,9 @@ Sm90MoeConfig heuristic_sm90_config(const MoeProblem& p) {
   return c;
 }
 
-Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
+namespace {
+
+Sm90MoeConfig choose_tiles(const MoeProblem& p) {
   if (p.device_name == nullptr) return heuristic_sm90_config(p);
   for (const TunedEntry& e : kTuned) {
     if (std::strcmp(e.device_name, p.device_name) == 0 && e.sm_count == p.sm_count && e.experts == p.experts &&
@@ -61,6 +64,42 @@ Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
     }
   }
   return heuristic_sm90_config(p);
+}
+
+int tile_block_n(GemmTile tile) {
+  return tile == kCooperative128x256 || tile == kPingpong64x256 ? 256 : 128;
+}
+
+bool slices_fit(std::int64_t k, int splits) {
+  return splits <= kMaxGemm2KSplits && k % (8 * splits) == 0 && k / splits >= kSplitKMinSliceK;
+}
+
+}  // namespace
+
+Sm90MoeConfig choose_sm90_config(const MoeProblem& p) {
+  Sm90MoeConfig c = choose_tiles(p);
+  c.gemm2_k_splits = gemm2_k_splits(p, c.gemm2);
+  return c;
+}
+
+int gemm2_max_k_splits(std::int64_t intermediate) { return slices_fit(intermediate, 2) ? 2 : 1; }
+
+int gemm2_k_splits(const MoeProblem& p, GemmTile gemm2) {
+  if (gemm2 == kStreamSwapAb) return 1;
+  if (const char* env = std::getenv("FUSEKIT_MOE_GEMM2_K_SPLITS")) {
+    const int pinned = std::atoi(env);
+    return pinned == 2 && slices_fit(p.intermediate, 2) ? 2 : 1;
+  }
+  if (!slices_fit(p.intermediate, 2) || p.experts <= 0 || p.sm_count <= 0 || p.tokens <= 0) return 1;
+  const double pairs = double(p.tokens) * double(p.top_k);
+  const double rows_per_expert = pairs / double(p.experts);
+  const int block_m = gemm_tile_block_m(gemm2);
+  if (rows_per_expert < block_m) return 1;
+  const double tiles = std::min(double(p.experts), pairs) * std::ceil(rows_per_expert / block_m) *
+                       std::ceil(double(p.hidden) / tile_block_n(gemm2));
+  const bool pingpong = gemm2 != kCooperative128x128 && gemm2 != kCooperative128x256;
+  const double tiles_in_flight = double(p.sm_count) * (pingpong ? 2 : 1);
+  return tiles < kSplitKMaxRounds * tiles_in_flight ? 2 : 1;
 }
 
 std::vector<TilePair> tuner_candidate_pairs(const GemmTile* tiles, const double* us1, const double* us2, int count,
@@ -95,11 +134,13 @@ std::size_t tuner_pick_pair(const std::vector<double>& pair_us) {
 
 std::string describe(const MoeProblem& p, const Sm90MoeConfig& c) {
   char buf[400];
-  std::snprintf(buf, sizeof(buf), "moe sm90: E=%lld k=%lld H=%lld I=%lld T=%lld on %s (%d SMs) -> gemm1 %s, gemm2 %s (%s)",
+  char splits[48] = "";
+  if (c.gemm2_k_splits > 1) std::snprintf(splits, sizeof(splits), " split in %d along K", c.gemm2_k_splits);
+  std::snprintf(buf, sizeof(buf), "moe sm90: E=%lld k=%lld H=%lld I=%lld T=%lld on %s (%d SMs) -> gemm1 %s, gemm2 %s%s (%s)",
                 static_cast<long long>(p.experts), static_cast<long long>(p.top_k), static_cast<long long>(p.hidden),
                 static_cast<long long>(p.intermediate), static_cast<long long>(p.tokens),
                 p.device_name != nullptr ? p.device_name : "an unnamed device", p.sm_count,
-                gemm_tile_name(c.gemm1), gemm_tile_name(c.gemm2), c.from_table ? "tuned table" : "heuristic");
+                gemm_tile_name(c.gemm1), gemm_tile_name(c.gemm2), splits, c.from_table ? "tuned table" : "heuristic");
   return buf;
 }
 

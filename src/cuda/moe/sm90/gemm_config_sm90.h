@@ -35,6 +35,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,7 @@ struct Sm90MoeConfig {
   GemmTile gemm1 = GemmTile::kPingpong64x128;
   GemmTile gemm2 = GemmTile::kPingpong64x128;
   bool from_table = false;  // true: a tuned_configs_sm90_<card>.inc row; false: the heuristic
+  int gemm2_k_splits = 1;   // GEMM2 split in K (gemm2_k_splits below; the finalize sums the slices)
 };
 
 struct MoeProblem {
@@ -78,17 +80,51 @@ struct TunedEntry {
 };
 
 Sm90MoeConfig heuristic_sm90_config(const MoeProblem& problem);
+// The tiles (table, else heuristic), then gemm2_k_splits for the chosen gemm2 tile.
 Sm90MoeConfig choose_sm90_config(const MoeProblem& problem);
 
-// Whether W1 should be prepared in kInterleaved8 order for this layer (moe_prepared_config), so
-// that GEMM1 applies SwiGLU in its epilogue. A property of the layer, not of T. Measured on the
-// H100, both orders in one process (bench/results/moe_tile64x256_h100.json vs
-// moe_tile64x256_interleaved8_h100.json; moe_prepare_ab_h100.json at T = 1, 8): Qwen3-30B-A3B
-// (I = 768) -0.8 / -4.5 / -3.9% at T = 1024 / 4096 / 16384 and -0.5 us at T = 1; Qwen3-235B-A22B
-// (I = 1536) -1.8 / -2.9 / +0.8%; Mixtral-8x7B (I = 14336) -3.3 / +2.5 / +1.4%: its wide GEMM1
-// gives back in the fused epilogue's register stores what the SwiGLU pass would cost.
+// GEMM2 split in K (grouped_gemm_bf16_sm90.h "Split-K"). GEMM2 has N = H and K = I: on Mixtral
+// (H = 4096, I = 14336, 8 experts) at 64-256 rows per expert the 64x256 tiles number 128-512
+// (experts x ceil(m / 64) x 16): under two rounds for the 264 consumer warpgroups of the
+// pingpong kernel (two per SM, each on a tile of its own), so many SMs run one tile at a time,
+// or none in the last round. Two slices of K double the tiles, each half as deep, at the price
+// of a second partial row of y per pair (written by GEMM2, read by the finalize: 2 H bytes
+// each way).
+// Measured on the H200, Mixtral layer, graph replay, 2 rounds (PERF_NOTES "MoE on Hopper v10",
+// bench/results/moe_gemm2_split_k_ab_h200.json), 2 / 4 slices against none, on the table's
+// tiles: T=16 +0.2 / +0.6%, T=64 +0.3 / +0.8%, T=256 -2.6 / -2.2%, T=512 -2.5 / -0.2%, T=1024
+// -1.1 / +0.4% (64x256 pingpong), T=2048 +0.9 / +1.4% (128x256 cooperative: 512 tiles, ~4
+// rounds of its 132 one-tile CTAs), T=4096 +1.5 / +4.8% (64x256, 2048 tiles). So: 2 slices
+// where each expert has at least a tile of rows (below, the GEMM streams weights and the extra
+// partials only cost) and the expected tiles (balanced routing: experts hit x ceil(m / block_m)
+// x ceil(H / block_n)) make fewer than kSplitKMaxRounds rounds of the kernel's tiles in flight
+// (2 per SM pingpong, 1 cooperative); never 4 (it won nowhere); slices at least
+// kSplitKMinSliceK deep; 1 for the swap-AB tile.
+// FUSEKIT_MOE_GEMM2_K_SPLITS=1 or 2 pins it (for measuring it; read per call); a pin whose
+// slices do not fit the shape runs unsplit.
+constexpr int kMaxGemm2KSplits = 2;
+constexpr std::int64_t kSplitKMinSliceK = 2048;
+constexpr double kSplitKMaxRounds = 2;
+// The most slices any T may take for a layer with this intermediate size (2 when two slices
+// fit, else 1): the workspace is sized by it (a pure function of the shape).
+int gemm2_max_k_splits(std::int64_t intermediate);
+int gemm2_k_splits(const MoeProblem& problem, GemmTile gemm2);
+
+// Whether W1 should be prepared in kInterleaved8 order for this layer on this card
+// (moe_prepared_config), so that GEMM1 applies SwiGLU in its epilogue. A property of the layer
+// and the card, not of T. Measured on the H100, both orders in one process
+// (bench/results/moe_tile64x256_h100.json vs moe_tile64x256_interleaved8_h100.json;
+// moe_prepare_ab_h100.json at T = 1, 8): Qwen3-30B-A3B (I = 768) -0.8 / -4.5 / -3.9% at T = 1024 /
+// 4096 / 16384 and -0.5 us at T = 1; Qwen3-235B-A22B (I = 1536) -1.8 / -2.9 / +0.8%;
+// Mixtral-8x7B (I = 14336) -3.3 / +2.5 / +1.4%: its wide GEMM1 gave back in the fused epilogue's
+// register stores what the SwiGLU pass would cost. So on the H100 only up to
+// kSwigluInGemm1MaxIntermediate. On the H200 (CLI layer, graph replay, 2 rounds,
+// bench/results/moe_mixtral_gate_up_order_ab_h200.json) Mixtral interleaved against halves:
+// T = 1 / 4 / 64 / 256 / 1024 / 4096 / 16384 -0.4 / -0.3 / -1.1 / -1.4 / -2.1 / -0.3 / +0.7%:
+// there every shape interleaves. Cards never measured keep the H100's bound.
 constexpr std::int64_t kSwigluInGemm1MaxIntermediate = 4096;
-inline bool swiglu_in_gemm1_pays(std::int64_t intermediate) {
+inline bool swiglu_in_gemm1_pays(std::int64_t intermediate, const char* device_name) {
+  if (device_name != nullptr && std::strcmp(device_name, "NVIDIA H200") == 0) return true;
   return intermediate <= kSwigluInGemm1MaxIntermediate;
 }
 // The tuner's rule for one table row (`fusekit tune moe`), kept here beside the heuristic it

@@ -78,7 +78,23 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
   if (args.group_offsets == nullptr) {
     return invalid_argument("grouped_gemm_bf16_sm90: group_offsets must not be null");
   }
-  const std::size_t need = grouped_gemm_bf16_sm90_workspace_size(args.groups);
+  if (args.k_splits < 1 || args.k_splits > kMaxKSplits || args.groups * args.k_splits > detail::kMaxGroups ||
+      args.k % (8 * args.k_splits) != 0) {
+    return invalid_argument("grouped_gemm_bf16_sm90: k_splits must be in [1, " + std::to_string(kMaxKSplits) +
+                            "] with k a multiple of 8 * k_splits and groups * k_splits <= 1024, got k_splits=" +
+                            std::to_string(args.k_splits) + " k=" + std::to_string(args.k) +
+                            " groups=" + std::to_string(args.groups));
+  }
+  if (args.k_splits > 1 && (args.tile == GemmTile::kStreamSwapAb || args.epilogue != GemmEpilogue::kStore ||
+                            args.a_rows != nullptr || args.d_split_stride < args.n || args.d_split_stride % 8 != 0)) {
+    return invalid_argument(
+        std::string("grouped_gemm_bf16_sm90: k_splits > 1 needs a CUTLASS tile, the plain store epilogue, packed A "
+                    "and a d_split_stride that is a multiple of 8 and at least n, got tile ") +
+        gemm_tile_name(args.tile) + (args.epilogue == GemmEpilogue::kStore ? "" : ", the SwiGLU epilogue") +
+        (args.a_rows != nullptr ? ", gathered A" : "") + ", d_split_stride=" + std::to_string(args.d_split_stride));
+  }
+  const int entries = args.groups * args.k_splits;
+  const std::size_t need = grouped_gemm_bf16_sm90_workspace_size(entries);
   if (args.workspace == nullptr || args.workspace_bytes < need ||
       (reinterpret_cast<std::uintptr_t>(args.workspace) & 255u) != 0) {
     return invalid_argument("grouped_gemm_bf16_sm90: workspace must be 256-byte aligned and hold " +
@@ -108,7 +124,7 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
   FUSEKIT_RETURN_IF_ERROR(sm_count_of(device, &launch.sm_count));  // sizes the persistent grid
 
   char* ws = static_cast<char*>(args.workspace);
-  const std::size_t slot = round256(static_cast<std::size_t>(args.groups) * detail::kSlotBytes);
+  const std::size_t slot = round256(static_cast<std::size_t>(entries) * detail::kSlotBytes);
   void* regions[kArrays];
   for (int i = 0; i < kArrays; ++i) regions[i] = ws + i * slot;
   launch.arrays.problem_shapes = regions[0];

@@ -12,6 +12,11 @@
 // kernel from group_offsets/group_rows, so a call never reads sizes back to the host and can
 // be captured in a CUDA graph. fp32 accumulation; bf16 out (round to nearest).
 //
+// Split-K (k_splits = S > 1, CUTLASS tiles, plain store): each group's K is cut into S equal
+// slices, each run as a group of its own (S * groups in all), and slice s writes its partial
+// product, rounded to bf16, to D_s = d + s * d_split_stride; the caller sums the S partials (the
+// MoE finalize does). For a long K with few output tiles: S times the tiles fill the last wave.
+//
 // Limits: n, k multiples of 8 (16-byte TMA strides); a, b, d 16-byte aligned; groups <= 1024;
 // sizes within int32 per group (rows_g, n, k < 2^31). Groups of zero rows are skipped.
 // Built only with FUSEKIT_WITH_CUTLASS=1; the kernels exist only in the sm_90a image.
@@ -70,9 +75,16 @@ struct GroupedGemmArgs {
   MoeWeightLayout layout = MoeWeightLayout::kNK;
   GemmTile tile = GemmTile::kPingpong64x128;
   GemmEpilogue epilogue = GemmEpilogue::kStore;
-  void* workspace = nullptr;  // grouped_gemm_bf16_sm90_workspace_size(groups) bytes, 256-aligned
+  // Split-K (above): 1..kMaxKSplits, k % (8 * k_splits) == 0, groups * k_splits <= 1024; with
+  // k_splits > 1 only the CUTLASS tiles, GemmEpilogue::kStore and packed A. d_split_stride: the
+  // elements between two slices' outputs (a multiple of 8, at least the rows of all groups times n).
+  int k_splits = 1;
+  std::int64_t d_split_stride = 0;
+  void* workspace = nullptr;  // grouped_gemm_bf16_sm90_workspace_size(groups * k_splits) bytes, 256-aligned
   std::size_t workspace_bytes = 0;
 };
+
+constexpr int kMaxKSplits = 8;
 
 // True when this build has the Hopper kernels and `device` is an sm_90 GPU.
 bool sm90_grouped_gemm_available(int device);

@@ -133,25 +133,34 @@ __host__ __device__ inline Stride leading_dim_stride(std::int64_t ld) {
   return s;
 }
 
-// One thread per group: sizes, operand pointers and strides of each group, from the offsets.
+// One thread per (K slice, group), slice-major (entry s * groups + g): sizes, operand pointers
+// and strides of each, from the offsets. A slice keeps the operands' leading dimensions and
+// starts kk = s * k / k_splits elements into K: A at column kk, B at its column (NK) or row (KN)
+// kk, and writes D_s = d + s * d_split_stride.
 template <class G>
 __global__ void grouped_gemm_setup_kernel(GroupedGemmArgs args, GroupedGemmDeviceArrays arrays) {
   dev::wait_for_prior_grid();  // a programmatic dependent of the kernel that wrote the offsets
   dev::allow_dependent_grid();
-  const int g = blockIdx.x * blockDim.x + threadIdx.x;
-  if (g >= args.groups) return;
+  const int entry = blockIdx.x * blockDim.x + threadIdx.x;
+  if (entry >= args.groups * args.k_splits) return;
+  const int g = entry % args.groups;
+  const std::int64_t s = entry / args.groups;
+  const std::int64_t slice_k = args.k / args.k_splits;
+  const std::int64_t kk = s * slice_k;
   const std::int64_t r0 = args.group_offsets[g];
-  static_cast<typename G::ProblemShapeMNK*>(arrays.problem_shapes)[g] = {
-      args.group_rows ? args.group_rows[g] : int(args.group_offsets[g + 1] - r0), int(args.n), int(args.k)};
+  static_cast<typename G::ProblemShapeMNK*>(arrays.problem_shapes)[entry] = {
+      args.group_rows ? args.group_rows[g] : int(args.group_offsets[g + 1] - r0), int(args.n), int(slice_k)};
   using E = typename G::Element;
-  static_cast<const E**>(arrays.ptr_a)[g] = reinterpret_cast<const E*>(args.a + r0 * args.k);
-  static_cast<const E**>(arrays.ptr_b)[g] = reinterpret_cast<const E*>(args.b + std::int64_t(g) * args.n * args.k);
+  const bool nk = args.layout == MoeWeightLayout::kNK;
+  static_cast<const E**>(arrays.ptr_a)[entry] = reinterpret_cast<const E*>(args.a + r0 * args.k + kk);
+  static_cast<const E**>(arrays.ptr_b)[entry] =
+      reinterpret_cast<const E*>(args.b + std::int64_t(g) * args.n * args.k + (nk ? kk : kk * args.n));
   const std::int64_t d_cols = args.epilogue == GemmEpilogue::kSwiglu ? args.n / 2 : args.n;
-  static_cast<E**>(arrays.ptr_d)[g] = reinterpret_cast<E*>(args.d + r0 * d_cols);
-  static_cast<typename G::StrideA*>(arrays.stride_a)[g] = leading_dim_stride<typename G::StrideA>(args.k);
-  static_cast<typename G::StrideB*>(arrays.stride_b)[g] =
-      leading_dim_stride<typename G::StrideB>(args.layout == MoeWeightLayout::kNK ? args.k : args.n);
-  static_cast<typename G::StrideD*>(arrays.stride_d)[g] = leading_dim_stride<typename G::StrideD>(d_cols);
+  static_cast<E**>(arrays.ptr_d)[entry] = reinterpret_cast<E*>(args.d + s * args.d_split_stride + r0 * d_cols);
+  static_cast<typename G::StrideA*>(arrays.stride_a)[entry] = leading_dim_stride<typename G::StrideA>(args.k);
+  static_cast<typename G::StrideB*>(arrays.stride_b)[entry] =
+      leading_dim_stride<typename G::StrideB>(nk ? args.k : args.n);
+  static_cast<typename G::StrideD*>(arrays.stride_d)[entry] = leading_dim_stride<typename G::StrideD>(d_cols);
 }
 
 template <class Config, MoeWeightLayout kLayout, GemmEpilogue kEpilogue = GemmEpilogue::kStore>
@@ -162,7 +171,7 @@ Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, co
   const GroupedGemmDeviceArrays& arr = launch.arrays;
 
   FUSEKIT_CUDA_RETURN_IF_ERROR(
-      launch_dependent(grouped_gemm_setup_kernel<G>, dim3((a.groups + 127) / 128), dim3(128), 0, stream, a, arr));
+      launch_dependent(grouped_gemm_setup_kernel<G>, dim3((a.groups * a.k_splits + 127) / 128), dim3(128), 0, stream, a, arr));
   FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("grouped_gemm_setup_kernel");
 
   cutlass::KernelHardwareInfo hw;
@@ -171,7 +180,7 @@ Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, co
 
   typename Gemm::Arguments args;
   args.mode = cutlass::gemm::GemmUniversalMode::kGrouped;
-  args.problem_shape = {a.groups, static_cast<typename G::ProblemShapeMNK*>(arr.problem_shapes), nullptr};
+  args.problem_shape = {a.groups * a.k_splits, static_cast<typename G::ProblemShapeMNK*>(arr.problem_shapes), nullptr};
   args.mainloop.ptr_A = static_cast<const typename G::Element**>(arr.ptr_a);
   args.mainloop.dA = static_cast<typename G::StrideA*>(arr.stride_a);
   args.mainloop.ptr_B = static_cast<const typename G::Element**>(arr.ptr_b);

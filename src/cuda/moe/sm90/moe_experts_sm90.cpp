@@ -6,6 +6,8 @@
 // With W1 in kInterleaved8 order GEMM1 writes act itself (SwiGLU in its epilogue), so
 //   buf0: xs -> y,  buf1: act              (xs is dead once gemm1 has run)
 // A swap-AB gemm1 at few pairs gathers x's rows itself (gemm1_gathers_x): no xs, no permute.
+// GEMM2 split in K writes its slices' partials one after another into y's buffer, pairs * H
+// elements apart; the finalize sums them.
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -32,6 +34,7 @@ struct ExpertsLayout {
   std::size_t counts, rank, offsets, inv, sorted_tokens, gemm1_ws, gemm2_ws, buf0, buf1, total;
 };
 
+// y takes gemm2_max_k_splits(I) slices of [pairs, H] (GEMM2 split in K), whichever buffer holds it.
 ExpertsLayout experts_layout(std::int64_t pairs, std::int64_t E, std::int64_t H, std::int64_t I) {
   ExpertsLayout l{};
   std::size_t at = 0;
@@ -41,16 +44,18 @@ ExpertsLayout experts_layout(std::int64_t pairs, std::int64_t E, std::int64_t H,
     return here;
   };
   const std::size_t rows = static_cast<std::size_t>(pairs);
-  const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(static_cast<int>(E));
+  const std::size_t gemm1_ws = grouped_gemm_bf16_sm90_workspace_size(static_cast<int>(E));
+  const std::int64_t slices = gemm2_max_k_splits(I);
+  const std::size_t gemm2_ws = grouped_gemm_bf16_sm90_workspace_size(static_cast<int>(E * slices));
   l.counts = take(sizeof(std::int32_t) * static_cast<std::size_t>(E));
   l.rank = take(sizeof(std::int32_t) * rows);
   l.offsets = take(sizeof(std::int32_t) * static_cast<std::size_t>(E + 1));
   l.inv = take(sizeof(std::int32_t) * rows);
   l.sorted_tokens = take(sizeof(std::int32_t) * rows);
-  l.gemm1_ws = take(gemm_ws);
-  l.gemm2_ws = take(gemm_ws);
-  l.buf0 = take(2 * rows * static_cast<std::size_t>(std::max(H, I)));
-  l.buf1 = take(2 * rows * static_cast<std::size_t>(std::max(2 * I, H)));
+  l.gemm1_ws = take(gemm1_ws);
+  l.gemm2_ws = take(gemm2_ws);
+  l.buf0 = take(2 * rows * static_cast<std::size_t>(std::max({H * slices, I})));
+  l.buf1 = take(2 * rows * static_cast<std::size_t>(std::max(2 * I, H * slices)));
   l.total = at;
   return l;
 }
@@ -78,7 +83,12 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   auto* sorted_tokens = reinterpret_cast<std::int32_t*>(ws + l.sorted_tokens);
   auto* buf0 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf0);
   auto* buf1 = reinterpret_cast<__nv_bfloat16*>(ws + l.buf1);
-  const std::size_t gemm_ws = grouped_gemm_bf16_sm90_workspace_size(a.num_experts);
+  const int slices = a.config.gemm2_k_splits;
+  if (slices < 1 || slices > gemm2_max_k_splits(a.intermediate)) {
+    return invalid_argument("moe sm90: gemm2_k_splits must be in [1, " +
+                            std::to_string(gemm2_max_k_splits(a.intermediate)) + "] for I=" +
+                            std::to_string(a.intermediate) + ", got " + std::to_string(slices));
+  }
 
   CountPairsParams cp;
   cp.topk_ids = a.topk_ids;
@@ -125,7 +135,7 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   g1.layout = a.layout;
   g1.tile = a.config.gemm1;
   g1.workspace = ws + l.gemm1_ws;
-  g1.workspace_bytes = gemm_ws;
+  g1.workspace_bytes = l.gemm2_ws - l.gemm1_ws;
   const bool fused = a.gate_up_order == MoeGateUpOrder::kInterleaved8;
   g1.epilogue = fused ? GemmEpilogue::kSwiglu : GemmEpilogue::kStore;
   FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g1, stream));
@@ -152,11 +162,16 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   g2.n = a.hidden;
   g2.k = a.intermediate;
   g2.tile = a.config.gemm2;
+  g2.k_splits = slices;
+  g2.d_split_stride = pairs * a.hidden;
   g2.workspace = ws + l.gemm2_ws;
+  g2.workspace_bytes = l.buf0 - l.gemm2_ws;
   FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g2, stream));
 
   FinalizeSortedParams fp;
   fp.y = y;
+  fp.y_splits = slices;
+  fp.y_split_stride = pairs * a.hidden;
   fp.inv = inv;
   fp.topk_ids = a.topk_ids;
   fp.topk_weights = a.topk_weights;

@@ -8,6 +8,8 @@
 //             token, and gemm1 reads x[token(r)] itself: no permute, no xs)
 //   swiglu    act[r, c] = silu(h[r, c]) * h[r, I + c]                                [rows, I]
 //   gemm2     y[r] = act[r] . W2[e]^T             grouped GEMM                       [rows, H]
+//             (split in K where the tiles would not fill the card: S partials y_s, each bf16,
+//             y = sum_s y_s; Sm90MoeConfig::gemm2_k_splits)
 //   finalize  out[t] = sum_{j=0..k-1} w[t*k+j] * y[inv[t*k+j]], j in that order, fp32
 //
 // Expert runs are packed (no padding: the TMA GEMMs clip each group at its rows), so no row
@@ -131,6 +133,10 @@ Status launch_swiglu_rows_bf16(const SwigluParams& p, cudaStream_t stream);
 
 struct FinalizeSortedParams {
   const __nv_bfloat16* y = nullptr;  // [rows, H], expert order
+  // GEMM2 split in K (Sm90MoeConfig::gemm2_k_splits): y holds y_splits partial products, the
+  // s-th at y + s * y_split_stride, and each row of y is their sum.
+  int y_splits = 1;
+  std::int64_t y_split_stride = 0;
   const std::int32_t* inv = nullptr;
   const std::int32_t* topk_ids = nullptr;
   const float* topk_weights = nullptr;
