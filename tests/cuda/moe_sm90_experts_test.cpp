@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "support/test_support.h"
@@ -390,6 +391,21 @@ TEST(Sm90Config, Gemm2SplitsInKOnlyWhereTheSlicesFitAndTheTilesAreFew) {
     EXPECT_EQ(gemm2_k_splits(mixtral_at(1024), GemmTile::kPingpong64x256), 1) << pin;
   }
   unsetenv("FUSEKIT_MOE_GEMM2_K_SPLITS");
+}
+
+// Which layers get W1 interleaved (SwiGLU in GEMM1's epilogue) by moe_prepared_config: on the
+// H200 every shape (measured there on Mixtral, I = 14336), on other cards up to I = 4096 (the
+// H100's measurement). Host only.
+TEST(Sm90Config, SwigluInGemm1PaysEverywhereOnTheH200AndUpToI4096Elsewhere) {
+  using cuda_moe::sm90::swiglu_in_gemm1_pays;
+  for (std::int64_t I : {768, 1536, 4096, 14336}) EXPECT_TRUE(swiglu_in_gemm1_pays(I, "NVIDIA H200")) << I;
+  for (const char* other : {"NVIDIA H100 80GB HBM3", "NVIDIA H200 NVL", "", static_cast<const char*>(nullptr)}) {
+    const std::string name = other != nullptr ? other : "nullptr";
+    EXPECT_TRUE(swiglu_in_gemm1_pays(768, other)) << name;
+    EXPECT_TRUE(swiglu_in_gemm1_pays(4096, other)) << name;
+    EXPECT_FALSE(swiglu_in_gemm1_pays(4104, other)) << name;
+    EXPECT_FALSE(swiglu_in_gemm1_pays(14336, other)) << name;
+  }
 }
 
 // The swap-AB gemm1 reads x's rows itself where the count + scan places the pairs (one CTA, at
