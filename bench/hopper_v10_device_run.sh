@@ -55,8 +55,8 @@ PY
     for name in $SIDES; do
       case $name in
         base) side base "$round" "FUSEKIT_MOE_GEMM2_K_SPLITS=1" halves ;;
-        split) side split "$round" "FUSEKIT_PRINT_CONFIG=0" halves ;;
-        new) side new "$round" "FUSEKIT_PRINT_CONFIG=0" prepared ;;
+        split) side split "$round" "" halves ;;
+        new) side new "$round" "" prepared ;;
       esac
     done
   done

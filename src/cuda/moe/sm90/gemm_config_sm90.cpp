@@ -66,10 +66,6 @@ Sm90MoeConfig choose_tiles(const MoeProblem& p) {
   return heuristic_sm90_config(p);
 }
 
-int tile_block_n(GemmTile tile) {
-  return tile == kCooperative128x256 || tile == kPingpong64x256 ? 256 : 128;
-}
-
 bool slices_fit(std::int64_t k, int splits) {
   return splits <= kMaxGemm2KSplits && k % (8 * splits) == 0 && k / splits >= kSplitKMinSliceK;
 }
@@ -96,7 +92,7 @@ int gemm2_k_splits(const MoeProblem& p, GemmTile gemm2) {
   const int block_m = gemm_tile_block_m(gemm2);
   if (rows_per_expert < block_m) return 1;
   const double tiles = std::min(double(p.experts), pairs) * std::ceil(rows_per_expert / block_m) *
-                       std::ceil(double(p.hidden) / tile_block_n(gemm2));
+                       std::ceil(double(p.hidden) / gemm_tile_block_n(gemm2));
   const bool pingpong = gemm2 != kCooperative128x128 && gemm2 != kCooperative128x256;
   const double tiles_in_flight = double(p.sm_count) * (pingpong ? 2 : 1);
   return tiles < kSplitKMaxRounds * tiles_in_flight ? 2 : 1;

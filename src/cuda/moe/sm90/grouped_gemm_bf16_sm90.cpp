@@ -34,6 +34,12 @@ int gemm_tile_block_m(GemmTile tile) {
   return tile == GemmTile::kCooperative128x128 || tile == GemmTile::kCooperative128x256 ? 128 : 64;
 }
 
+int gemm_tile_block_n(GemmTile tile) {
+  return tile == GemmTile::kCooperative128x256 || tile == GemmTile::kPingpong64x256 || tile == GemmTile::kStreamSwapAb
+             ? 256
+             : 128;
+}
+
 bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout) {
   return tile != GemmTile::kStreamSwapAb || layout == MoeWeightLayout::kNK;
 }

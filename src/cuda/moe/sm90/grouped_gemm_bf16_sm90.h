@@ -49,6 +49,8 @@ enum class GemmTile {
 constexpr int kNumGemmTiles = 6;
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
+// Columns of D per tile (kStreamSwapAb: the weight rows of a pass).
+int gemm_tile_block_n(GemmTile tile);
 // Whether `tile` is compiled for weights in `layout` (kStreamSwapAb: kNK only).
 bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout);
 

@@ -54,7 +54,7 @@ ExpertsLayout experts_layout(std::int64_t pairs, std::int64_t E, std::int64_t H,
   l.sorted_tokens = take(sizeof(std::int32_t) * rows);
   l.gemm1_ws = take(gemm1_ws);
   l.gemm2_ws = take(gemm2_ws);
-  l.buf0 = take(2 * rows * static_cast<std::size_t>(std::max({H * slices, I})));
+  l.buf0 = take(2 * rows * static_cast<std::size_t>(std::max(H * slices, I)));
   l.buf1 = take(2 * rows * static_cast<std::size_t>(std::max(2 * I, H * slices)));
   l.total = at;
   return l;
