@@ -6,6 +6,8 @@
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]):
 #   VARIANTS=... bash bench/decode_env_ab_device_run.sh      (AB_CASES, AB_TOKENS, SUITES;
 #   NCU=0 and PER_VARIANT_TESTS=0 skip those two parts, for a call short of device time)
+# Prefill variants take the same script: NCU_CASE, NCU_TOKENS and NCU_KERNELS (an ncu -k regex)
+# move the profile, NCU_SECTIONS="SpeedOfLight ..." prints those ncu sections instead of the metrics.
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" decode_env_ab
 CASES=${AB_CASES:-qwen3-30b-a3b,qwen3-235b-a22b,mixtral-8x7b}
@@ -29,11 +31,21 @@ VARIANTS=${VARIANTS:?name the variants, e.g. "base=FUSEKIT_X=0 new="}
   python3 bench/ab_summary.py "$W" $(for v in $VARIANTS; do echo "${v%%=*}"; done)
   for v in $( [ "${NCU:-1}" != 0 ] && echo $VARIANTS ); do
     name=${v%%=*}; envs=${v#*=}
-    stamp "ncu $name: qwen3-30b-a3b T=1"
-    env ${envs//,/ } timeout 120 ncu --clock-control none -k regex:"decode" --launch-count 4 \
-      --metrics gpu__time_duration.sum,dram__bytes_read.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-      /tmp/fk bench moe --cases qwen3-30b-a3b --tokens 1 --stages 0 --iters 1 --gate-up-order prepared 2>&1 \
-      | grep -E "^  [a-z_].*\(|gpu__time|dram__|lts__" | sed -e 's/(fusekit::cuda_moe::[A-Za-z]*)//' | tail -16
+    ncu_case=${NCU_CASE:-qwen3-30b-a3b}; ncu_t=${NCU_TOKENS:-1}
+    stamp "ncu $name: $ncu_case T=$ncu_t"
+    if [ -n "${NCU_SECTIONS:-}" ]; then
+      env ${envs//,/ } timeout 200 ncu --clock-control none -k regex:"${NCU_KERNELS:-decode}" --launch-count 4 \
+        $(for x in $NCU_SECTIONS; do echo --section "$x"; done) \
+        /tmp/fk bench moe --cases "$ncu_case" --tokens "$ncu_t" --stages 0 --iters 1 --gate-up-order prepared \
+        > "$W/ncu_$name.txt" 2>&1
+      grep -vE "^==PROF==|^ *-+ *$|^ *$" "$W/ncu_$name.txt" | cut -c1-150 | tail -300
+    else
+      env ${envs//,/ } timeout 120 ncu --clock-control none -k regex:"${NCU_KERNELS:-decode}" --launch-count 4 \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+        /tmp/fk bench moe --cases "$ncu_case" --tokens "$ncu_t" --stages 0 --iters 1 --gate-up-order prepared 2>&1 \
+        | grep -E "^  [a-z_].*\(|gpu__time|dram__|lts__" | sed -e 's/(fusekit::cuda_moe::[A-Za-z]*)//' | tail -16
+    fi
+    pack
   done
   stamp tests
   run_gpu_tests ${SUITES:-}

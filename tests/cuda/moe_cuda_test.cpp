@@ -669,6 +669,35 @@ TEST(MoeCuda, Gemm2SplitInKMatchesTheUnsplitLayer) {
   }
 }
 
+// The Hopper path's count + scan writes both GEMMs' per-group arrays (GroupArrays::kPrewritten);
+// FUSEKIT_MOE_GEMM_ARRAYS_IN_ALIGN=0 has each GEMM's setup kernel write them. Both give the same
+// bits: one CTA (up to 2048 pairs) and the multi-CTA count + scan (above), GEMM2 unsplit and split
+// in 2, NK and KN weights, and a swap-AB layer at few rows per expert (its GEMMs take no arrays).
+TEST(MoeCuda, GemmArraysFromTheAlignGiveTheSetupKernelsBits) {
+  FUSEKIT_SKIP_WITHOUT_GPU();
+  auto rng = make_rng();
+  struct Run {
+    Shape s;
+    std::int64_t T;
+    const char* splits;
+  };
+  const Run runs[] = {{{8, 2, 520, 4112}, 300, "1"}, {{8, 2, 520, 4112}, 300, "2"}, {{8, 2, 520, 4112}, 1100, "2"},
+                      {{64, 8, 264, 136}, 300, "1"}, {{64, 8, 264, 136}, 24, "1"}};
+  for (MoeWeightLayout layout : {MoeWeightLayout::kNK, MoeWeightLayout::kKN}) {
+    for (const Run& r : runs) {
+      SCOPED_TRACE(name_of(r.s) + " T=" + std::to_string(r.T) + (layout == MoeWeightLayout::kNK ? " NK" : " KN") +
+                   " splits=" + r.splits);
+      Layer L(r.s, r.T, layout, MoeRoutingMode::kSoftmaxTopK, rng);
+      DeviceWorkspace ws(L.config);
+      ScopedEnv pin("FUSEKIT_MOE_GEMM2_K_SPLITS", r.splits);
+      const PinnedRuns setup_align = runs_under_pins(L, r.T, ws, "FUSEKIT_MOE_GEMM_ARRAYS_IN_ALIGN", "0", "1");
+      EXPECT_TRUE(setup_align.same_bits());
+      EXPECT_TRUE(close_to(rows_of(setup_align.b, r.s.H, 0, 4), cpu_forward(L, 0, 4))) << "arrays from the align vs cpu";
+      if (HasFailure()) return;
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Each stage against its CPU oracle (public stage functions; the backend follows the device).
 

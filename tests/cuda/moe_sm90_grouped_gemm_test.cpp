@@ -5,7 +5,8 @@
 // untouched; a case whose A offsets pass 2^31 elements; bad arguments are errors. The SwiGLU
 // epilogue (GEMM1 of the MoE, W1 interleaved in 8-row blocks): against the fp64 reference on
 // every tile, and bit for bit against the unfused GEMM + swiglu_rows_bf16 on the same inputs.
-// Skips without an sm_90 GPU or without CUTLASS in the build.
+// The per-group arrays written by the align scan instead of the setup kernel: the same bytes,
+// and the same product. Skips without an sm_90 GPU or without CUTLASS in the build.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -71,6 +72,9 @@ struct Case {
   GemmTile tile;
   bool pass_rows;  // false: rows = offsets' differences
   int k_splits = 1;  // > 1: D holds that many partials, summed here
+  // kPrewritten: the align scan (launch_align_scan_offsets) computes the offsets from the rows
+  // and writes the per-group arrays; the GEMM launches no setup kernel. Needs pass_rows false.
+  cuda_moe::sm90::GroupArrays group_arrays = cuda_moe::sm90::GroupArrays::kSetupKernel;
 };
 
 void run_case(const Case& c) {
@@ -104,6 +108,22 @@ void run_case(const Case& c) {
   args.tile = c.tile;
   args.k_splits = c.k_splits;
   args.d_split_stride = c.k_splits > 1 ? slice_elems : 0;
+  DeviceBuffer scanned_offsets(4 * (G + 1));
+  if (c.group_arrays == cuda_moe::sm90::GroupArrays::kPrewritten) {
+    ASSERT_FALSE(c.pass_rows);
+    scanned_offsets.poison();
+    args.group_offsets = static_cast<const std::int32_t*>(scanned_offsets.data());
+    args.group_rows = static_cast<const std::int32_t*>(drows.data());
+    cuda_moe::sm90::GroupArraysToWrite to_write;
+    const Status prepared = cuda_moe::sm90::prepare_group_arrays(args, &to_write);
+    ASSERT_TRUE(prepared.ok()) << prepared.to_string();
+    EXPECT_EQ(to_write.count, c.tile == GemmTile::kStreamSwapAb ? 0 : 1);
+    const Status scanned = cuda_moe::sm90::launch_align_scan_offsets(
+        static_cast<const std::int32_t*>(drows.data()), G, static_cast<std::int32_t*>(scanned_offsets.data()), to_write,
+        nullptr);
+    ASSERT_TRUE(scanned.ok()) << scanned.to_string();
+    args.group_arrays = cuda_moe::sm90::GroupArrays::kPrewritten;
+  }
   const Status s = cuda_moe::sm90::grouped_gemm_bf16_sm90(args, nullptr);
   ASSERT_TRUE(s.ok()) << s.to_string();
   FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
@@ -176,6 +196,17 @@ TEST_P(Sm90GroupedGemmTest, SplitKSlicesSumToTheProduct) {
   if (tile == GemmTile::kStreamSwapAb) GTEST_SKIP() << "split-K is for the CUTLASS tiles";
   run_case({{0, 1, 37, 0, 200, 129, 0, 3}, 264, 2064, layout, tile, true, 2});
   run_case({{5, 70, 0, 133}, 136, 1032, layout, tile, false, 3});
+}
+
+// The per-group arrays written by the MoE's align scan (GroupArrays::kPrewritten) instead of the
+// GEMM's setup kernel: the same product, unsplit and split in K (the swap-AB tile needs none).
+TEST_P(Sm90GroupedGemmTest, ArraysWrittenByTheScanServeTheGemm) {
+  SKIP_WITHOUT_SM90();
+  const auto [tile, layout] = GetParam();
+  const auto prewritten = cuda_moe::sm90::GroupArrays::kPrewritten;
+  run_case({{5, 70, 0, 133, 1, 0}, 136, 1032, layout, tile, false, 1, prewritten});
+  if (tile == GemmTile::kStreamSwapAb) return;
+  run_case({{0, 37, 200, 0, 129, 3}, 264, 2064, layout, tile, false, 2, prewritten});
 }
 
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90GroupedGemmTest,
@@ -407,6 +438,86 @@ TEST(Sm90GroupedGemm, SplitKBadArgumentsAreErrors) {
   }
   FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
   for (std::uint16_t v : buf.to_host<std::uint16_t>(1 << 15)) ASSERT_EQ(v, 0xFFFF) << "a refused call wrote";
+}
+
+// The scan writes, byte for byte, the arrays the GEMMs' own setup kernels would: two calls at
+// once (NK with the SwiGLU epilogue; KN split in 3), 300 groups (more than the scan's threads
+// per call and split entry), some empty; everything else in the workspaces stays as poisoned.
+TEST(Sm90GroupedGemm, ScanWritesTheSetupKernelsArrays) {
+  SKIP_WITHOUT_SM90();
+  auto rng = make_rng();
+  const int G = 300;
+  std::vector<std::int32_t> rows(G), offsets(G + 1, 0);
+  for (int g = 0; g < G; ++g) {
+    rows[g] = g % 7 == 3 ? 0 : static_cast<std::int32_t>(rng() % 50);
+    offsets[g + 1] = offsets[g] + rows[g];
+  }
+  DeviceBuffer drows = DeviceBuffer::from(rows);
+  DeviceBuffer doffsets = DeviceBuffer::from(offsets);
+  DeviceBuffer scanned(4 * (G + 1));
+  scanned.poison();
+  DeviceBuffer operand(1 << 12);
+  const std::size_t ws_bytes = cuda_moe::sm90::grouped_gemm_bf16_sm90_workspace_size(3 * G);
+  DeviceBuffer ws_setup[2] = {DeviceBuffer(ws_bytes), DeviceBuffer(ws_bytes)};
+  DeviceBuffer ws_scan[2] = {DeviceBuffer(ws_bytes), DeviceBuffer(ws_bytes)};
+  auto call_on = [&](DeviceBuffer& ws, const DeviceBuffer& offs, int which) {
+    GroupedGemmArgs a = args_on(operand, operand, operand, offs, ws);
+    a.group_rows = static_cast<const std::int32_t*>(drows.data());
+    a.groups = G;
+    a.tile = which == 0 ? GemmTile::kPingpong64x128k128 : GemmTile::kCooperative128x256;
+    a.layout = which == 0 ? MoeWeightLayout::kNK : MoeWeightLayout::kKN;
+    a.epilogue = which == 0 ? GemmEpilogue::kSwiglu : GemmEpilogue::kStore;
+    a.n = which == 0 ? 272 : 136;
+    a.k = which == 0 ? 520 : 1032;  // 1032 = 3 * 344: 3 slices
+    a.k_splits = which == 0 ? 1 : 3;
+    a.d_split_stride = which == 0 ? 0 : 64 * 136;
+    return a;
+  };
+  cuda_moe::sm90::GroupArraysToWrite to_write;
+  for (int which = 0; which < 2; ++which) {
+    ws_setup[which].poison();
+    ws_scan[which].poison();
+    GroupedGemmArgs own = call_on(ws_setup[which], doffsets, which);
+    cuda_moe::sm90::GroupArraysToWrite own_call;
+    ASSERT_TRUE(cuda_moe::sm90::prepare_group_arrays(own, &own_call).ok());
+    ASSERT_EQ(own_call.count, 1);
+    ASSERT_TRUE(cuda_moe::sm90::detail::launch_grouped_gemm_setup(own_call.calls[0], nullptr).ok());
+    ASSERT_TRUE(cuda_moe::sm90::prepare_group_arrays(call_on(ws_scan[which], scanned, which), &to_write).ok());
+  }
+  ASSERT_EQ(to_write.count, 2);
+  GroupedGemmArgs third = call_on(ws_scan[0], scanned, 0);
+  const Status full = cuda_moe::sm90::prepare_group_arrays(third, &to_write);
+  EXPECT_EQ(full.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(full.message().find("fewer than 2 calls"), std::string::npos) << full.message();
+  EXPECT_EQ(to_write.count, 2);
+  ASSERT_TRUE(cuda_moe::sm90::launch_align_scan_offsets(static_cast<const std::int32_t*>(drows.data()), G,
+                                                        static_cast<std::int32_t*>(scanned.data()), to_write, nullptr)
+                  .ok());
+  FUSEKIT_ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(scanned.to_host<std::int32_t>(G + 1), offsets);
+  for (int which = 0; which < 2; ++which) {
+    const std::vector<std::uint8_t> by_setup = ws_setup[which].to_host<std::uint8_t>(ws_bytes);
+    const std::vector<std::uint8_t> by_scan = ws_scan[which].to_host<std::uint8_t>(ws_bytes);
+    std::size_t written = 0;
+    for (std::uint8_t b : by_setup) written += b != 0xFF;
+    EXPECT_GT(written, std::size_t(7 * G)) << "call " << which << ": the setup kernel wrote nearly nothing";
+    // The group-offset pointers differ between the two (doffsets vs scanned) but are never
+    // written into the arrays, so the bytes must agree everywhere.
+    EXPECT_TRUE(by_setup == by_scan) << "call " << which;
+  }
+}
+
+// prepare_group_arrays refuses what grouped_gemm_bf16_sm90 refuses, with the same message,
+// and adds nothing.
+TEST(Sm90GroupedGemm, PrepareGroupArraysRefusesBadArguments) {
+  SKIP_WITHOUT_SM90();
+  GroupedGemmArgs args;
+  args.groups = 0;
+  cuda_moe::sm90::GroupArraysToWrite to_write;
+  const Status s = cuda_moe::sm90::prepare_group_arrays(args, &to_write);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("groups must be in [1, 1024], got 0"), std::string::npos) << s.message();
+  EXPECT_EQ(to_write.count, 0);
 }
 
 TEST(Sm90GroupedGemm, StreamSwapAbWithKnWeightsIsAnError) {

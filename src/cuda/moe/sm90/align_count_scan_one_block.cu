@@ -8,6 +8,8 @@
 // count launch after it, then the scan. One CTA counts in shared memory (nothing to zero in
 // global memory), scans, and writes counts, ranks and offsets: one programmatic launch. Asked
 // to, it also places the pairs (inv and each slot's token), so a gathering gemm1 needs no permute.
+// Asked to (CountPairsParams::gemm_arrays), it also writes the per-group arrays of the GEMMs that
+// run on these offsets, so neither launches a setup kernel.
 // Threads: 1024; warps stride over 32 consecutive pairs, __match_any_sync groups a warp's pairs
 // by expert so each group's leader issues one shared atomicAdd. Ranks inside an expert follow
 // the order the atomics land in, as in align_count_pairs.cu (see moe_sm90.h).
@@ -18,6 +20,9 @@
 #include "common/cuda_check.h"
 #include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/sm90/moe_sm90.h"
+#if FUSEKIT_WITH_CUTLASS
+#include "cuda/moe/sm90/grouped_gemm_bf16_sm90_setup.cuh"
+#endif
 
 namespace fusekit::cuda_moe::sm90 {
 namespace {
@@ -26,8 +31,8 @@ constexpr int kThreads = 1024;
 constexpr int kMaxExperts = 512;
 static_assert(kMaxExperts <= kThreads, "one expert per thread in the scan");
 
-__global__ void __launch_bounds__(kThreads) align_count_scan_one_block_kernel(CountPairsParams p,
-                                                                               std::int32_t* offsets) {
+__global__ void __launch_bounds__(kThreads)
+    align_count_scan_one_block_kernel(const __grid_constant__ CountPairsParams p, std::int32_t* offsets) {
   dev::wait_for_prior_grid();  // programmatic dependent launch: see dependent_launch.cuh
   dev::allow_dependent_grid();
   using Scan = cub::BlockScan<int, kThreads>;
@@ -61,16 +66,21 @@ __global__ void __launch_bounds__(kThreads) align_count_scan_one_block_kernel(Co
     offsets[e] = excl;
   }
   if (e == 0) offsets[E] = total;
+  if (p.gemm_arrays.count == 0 && p.inv == nullptr) return;
+  __shared__ std::int32_t offs[kMaxExperts + 1];
+  if (e < E) offs[e] = excl;
+  if (e == 0) offs[E] = total;
+  __syncthreads();
+#if FUSEKIT_WITH_CUTLASS
+  write_group_arrays(p.gemm_arrays, offs, counts, threadIdx.x, kThreads);
+#endif
   if (p.inv == nullptr) return;
 
   // Placement: the same threads visit the same pairs as above, so each reads back its own ranks.
-  __syncthreads();  // every thread has read counts[] before it becomes the offsets
-  if (e < E) counts[e] = excl;
-  __syncthreads();
   for (std::int64_t i = std::int64_t(threadIdx.x / 32) * 32 + lane; i < p.pairs; i += kThreads) {
     const int id = p.topk_ids[i];
     if (id < 0 || id >= E) continue;
-    const int slot = counts[id] + p.rank[i];
+    const int slot = offs[id] + p.rank[i];
     p.inv[i] = slot;
     p.sorted_tokens[slot] = static_cast<std::int32_t>(i / p.top_k);
   }
@@ -111,7 +121,7 @@ Status launch_align_count_scan(const CountPairsParams& p, std::int32_t* offsets,
   }
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p.counts, 0, sizeof(std::int32_t) * p.num_experts, stream));
   FUSEKIT_RETURN_IF_ERROR(launch_align_count_pairs(p, stream));
-  return launch_align_scan_offsets(p.counts, p.num_experts, offsets, stream);
+  return launch_align_scan_offsets(p.counts, p.num_experts, offsets, p.gemm_arrays, stream);
 }
 
 }  // namespace fusekit::cuda_moe::sm90

@@ -63,12 +63,10 @@ std::size_t grouped_gemm_bf16_sm90_workspace_size(int groups) {
          detail::kMaxCutlassWorkspaceBytes;
 }
 
-Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) {
-#if !FUSEKIT_WITH_CUTLASS
-  (void)args;
-  (void)stream;
-  return unsupported("grouped_gemm_bf16_sm90: this build has no CUTLASS (install nvidia-cutlass and reconfigure)");
-#else
+#if FUSEKIT_WITH_CUTLASS
+namespace {
+
+Status validate(const GroupedGemmArgs& args) {
   if (args.groups < 1 || args.groups > detail::kMaxGroups) {
     return invalid_argument("grouped_gemm_bf16_sm90: groups must be in [1, 1024], got " +
                             std::to_string(args.groups));
@@ -106,10 +104,9 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
     return invalid_argument("grouped_gemm_bf16_sm90: workspace must be 256-byte aligned and hold " +
                             std::to_string(need) + " bytes, got " + std::to_string(args.workspace_bytes));
   }
-  const bool nk = args.layout == MoeWeightLayout::kNK;
-  if (args.epilogue == GemmEpilogue::kSwiglu && (!nk || args.n % 16 != 0)) {
+  if (args.epilogue == GemmEpilogue::kSwiglu && (args.layout != MoeWeightLayout::kNK || args.n % 16 != 0)) {
     return invalid_argument("grouped_gemm_bf16_sm90: the SwiGLU epilogue needs NK weights and n % 16 == 0, got " +
-                            std::string(nk ? "NK" : "KN") + " n=" + std::to_string(args.n));
+                            std::string(args.layout == MoeWeightLayout::kNK ? "NK" : "KN") + " n=" + std::to_string(args.n));
   }
   if (!gemm_tile_supports(args.tile, args.layout)) {
     return invalid_argument(std::string("grouped_gemm_bf16_sm90: tile ") + gemm_tile_name(args.tile) +
@@ -122,26 +119,65 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
                             std::to_string(args.k) + ", got tile " + gemm_tile_name(args.tile) + " and stride " +
                             std::to_string(args.a_row_stride));
   }
+  return Status::Ok();
+}
+
+// The per-group arrays, carved from the workspace (the same places for every writer).
+detail::GroupedGemmDeviceArrays carve_arrays(const GroupedGemmArgs& args) {
+  detail::GroupedGemmDeviceArrays arrays;
+  char* ws = static_cast<char*>(args.workspace);
+  const std::size_t slot = round256(static_cast<std::size_t>(args.groups * args.k_splits) * detail::kSlotBytes);
+  void* regions[kArrays];
+  for (int i = 0; i < kArrays; ++i) regions[i] = ws + i * slot;
+  arrays.problem_shapes = regions[0];
+  arrays.ptr_a = regions[1];
+  arrays.ptr_b = regions[2];
+  arrays.ptr_d = regions[3];
+  arrays.stride_a = regions[4];
+  arrays.stride_b = regions[5];
+  arrays.stride_d = regions[6];
+  arrays.cutlass_workspace = ws + kArrays * slot;
+  arrays.cutlass_workspace_bytes = detail::kMaxCutlassWorkspaceBytes;
+  return arrays;
+}
+
+}  // namespace
+#endif
+
+Status prepare_group_arrays(const GroupedGemmArgs& args, GroupArraysToWrite* to_write) {
+#if !FUSEKIT_WITH_CUTLASS
+  (void)args;
+  (void)to_write;
+  return unsupported("prepare_group_arrays: this build has no CUTLASS (install nvidia-cutlass and reconfigure)");
+#else
+  FUSEKIT_RETURN_IF_ERROR(validate(args));
+  if (args.tile == GemmTile::kStreamSwapAb) return Status::Ok();
+  if (to_write == nullptr || to_write->count < 0 || to_write->count >= kMaxPrewrittenGemms) {
+    return invalid_argument("prepare_group_arrays: to_write must hold fewer than " +
+                            std::to_string(kMaxPrewrittenGemms) + " calls");
+  }
+  detail::GroupedGemmLaunch& call = to_write->calls[to_write->count++];
+  call.args = args;
+  call.arrays = carve_arrays(args);
+  return Status::Ok();
+#endif
+}
+
+Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) {
+#if !FUSEKIT_WITH_CUTLASS
+  (void)args;
+  (void)stream;
+  return unsupported("grouped_gemm_bf16_sm90: this build has no CUTLASS (install nvidia-cutlass and reconfigure)");
+#else
+  FUSEKIT_RETURN_IF_ERROR(validate(args));
   if (args.tile == GemmTile::kStreamSwapAb) return detail::gemm_swapab_nk(args, stream);
+  const bool nk = args.layout == MoeWeightLayout::kNK;
   int device = 0;
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   detail::GroupedGemmLaunch launch;
   launch.args = args;
   FUSEKIT_RETURN_IF_ERROR(sm_count_of(device, &launch.sm_count));  // sizes the persistent grid
-
-  char* ws = static_cast<char*>(args.workspace);
-  const std::size_t slot = round256(static_cast<std::size_t>(entries) * detail::kSlotBytes);
-  void* regions[kArrays];
-  for (int i = 0; i < kArrays; ++i) regions[i] = ws + i * slot;
-  launch.arrays.problem_shapes = regions[0];
-  launch.arrays.ptr_a = regions[1];
-  launch.arrays.ptr_b = regions[2];
-  launch.arrays.ptr_d = regions[3];
-  launch.arrays.stride_a = regions[4];
-  launch.arrays.stride_b = regions[5];
-  launch.arrays.stride_d = regions[6];
-  launch.arrays.cutlass_workspace = ws + kArrays * slot;
-  launch.arrays.cutlass_workspace_bytes = detail::kMaxCutlassWorkspaceBytes;
+  launch.arrays = carve_arrays(args);
 
   if (args.epilogue == GemmEpilogue::kSwiglu) {
     switch (args.tile) {

@@ -60,6 +60,16 @@ bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout);
 // (Bit-equal to GEMM + swiglu_rows_bf16 on every tile: moe_sm90_grouped_gemm_test.)
 enum class GemmEpilogue { kStore, kSwiglu };
 
+// Who writes a call's per-group arrays (each group's sizes, operand pointers and strides, kept in
+// the call's workspace; CUTLASS tiles only, kStreamSwapAb needs none):
+//   kSetupKernel  the call launches a small kernel that writes them from group_offsets and
+//                 group_rows, then the GEMM;
+//   kPrewritten   a kernel the caller ran earlier on the stream wrote them for these exact args
+//                 (prepare_group_arrays, then write_group_arrays in grouped_gemm_bf16_sm90_setup.cuh),
+//                 so the call launches the GEMM alone. The MoE's count + scan does this for both
+//                 GEMMs of the layer, once it knows the offsets: two launches fewer per layer.
+enum class GroupArrays { kSetupKernel, kPrewritten };
+
 struct GroupedGemmArgs {
   const __nv_bfloat16* a = nullptr;
   // Rows of A gathered (kStreamSwapAb only): GEMM row r reads A row a_rows[r], rows
@@ -84,6 +94,7 @@ struct GroupedGemmArgs {
   std::int64_t d_split_stride = 0;
   void* workspace = nullptr;  // grouped_gemm_bf16_sm90_workspace_size(groups * k_splits) bytes, 256-aligned
   std::size_t workspace_bytes = 0;
+  GroupArrays group_arrays = GroupArrays::kSetupKernel;
 };
 
 constexpr int kMaxKSplits = 8;
@@ -140,6 +151,22 @@ FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_nk_swiglu)
 #undef FUSEKIT_SM90_GEMM_DECL
 // kStreamSwapAb (grouped_gemm_bf16_swapab_nk.cu): needs none of the per-group arrays.
 Status gemm_swapab_nk(const GroupedGemmArgs& args, cudaStream_t stream);
+// The setup kernel of GroupArrays::kSetupKernel (grouped_gemm_bf16_sm90_setup.cu): a programmatic
+// dependent of the kernel that wrote the offsets.
+Status launch_grouped_gemm_setup(const GroupedGemmLaunch& launch, cudaStream_t stream);
 }  // namespace detail
+
+// The per-group arrays of up to kMaxPrewrittenGemms calls, for a kernel of the caller to write
+// (GroupArrays::kPrewritten); passed to that kernel by value.
+constexpr int kMaxPrewrittenGemms = 2;
+struct GroupArraysToWrite {
+  detail::GroupedGemmLaunch calls[kMaxPrewrittenGemms];
+  int count = 0;
+};
+// Checks `args` as grouped_gemm_bf16_sm90 would (the same errors) and, for a CUTLASS tile, adds
+// its arrays to `to_write` (a kStreamSwapAb call has none: nothing is added). Run it before any
+// launch, so that bad arguments launch nothing; then launch the GEMM with args.group_arrays =
+// kPrewritten after the kernel that writes them.
+Status prepare_group_arrays(const GroupedGemmArgs& args, GroupArraysToWrite* to_write);
 
 }  // namespace fusekit::cuda_moe::sm90

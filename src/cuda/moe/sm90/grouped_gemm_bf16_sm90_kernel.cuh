@@ -35,8 +35,8 @@
 #include "cutlass/gemm/group_array_problem_shape.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "common/cuda_check.h"
-#include "cuda/moe/dependent_launch.cuh"
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
+#include "cuda/moe/sm90/grouped_gemm_bf16_sm90_setup.cuh"
 #include "cuda/moe/sm90/swiglu_epilogue_sm90.cuh"
 
 namespace fusekit::cuda_moe::sm90::detail {
@@ -72,11 +72,6 @@ using Pingpong64x256 = PingpongTile<64, 256, 64>;
 using Pingpong64x128K128 = PingpongTile<64, 128, 128>;
 using Cooperative128x128 = CooperativeTile<128, 128, 64, 1>;
 using Cooperative128x256 = CooperativeTile<128, 256, 64, 2>;
-
-// kNK weights are [n, k] with k contiguous: CUTLASS's column-major B (K x N). kKN: row-major B.
-template <MoeWeightLayout L>
-using LayoutBFor =
-    std::conditional_t<L == MoeWeightLayout::kNK, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
 
 template <class Config, MoeWeightLayout kLayout, GemmEpilogue kEpilogue = GemmEpilogue::kStore>
 struct Bf16GroupedGemm {
@@ -118,50 +113,15 @@ struct Bf16GroupedGemm {
   static_assert(sizeof(ProblemShapeMNK) <= kSlotBytes && sizeof(StrideA) <= kSlotBytes &&
                     sizeof(StrideB) <= kSlotBytes && sizeof(StrideD) <= kSlotBytes,
                 "per-group array slots too small");
+  // The arrays are written by layout, not by tile (grouped_gemm_bf16_sm90_setup.cuh).
+  using Written = GroupArrayTypes<kLayout>;
+  static_assert(std::is_same_v<ProblemShapeMNK, typename Written::ProblemShapeMNK> &&
+                    std::is_same_v<StrideA, typename Written::StrideA> &&
+                    std::is_same_v<StrideB, typename Written::StrideB> &&
+                    std::is_same_v<StrideD, typename Written::StrideD> && std::is_same_v<Element, cutlass::bfloat16_t> &&
+                    sizeof(Element) == sizeof(__nv_bfloat16),
+                "the per-group arrays' types differ from the ones their writers use");
 };
-
-// A packed 2-D stride has one run-time component, the leading dimension; the other is _1 (and
-// the group mode _0). Set whichever is dynamic.
-template <class Stride>
-__host__ __device__ inline Stride leading_dim_stride(std::int64_t ld) {
-  Stride s{};
-  if constexpr (cute::is_static<cute::remove_cvref_t<decltype(cute::get<0>(s))>>::value) {
-    cute::get<1>(s) = ld;
-  } else {
-    cute::get<0>(s) = ld;
-  }
-  return s;
-}
-
-// One thread per (K slice, group), slice-major (entry s * groups + g): sizes, operand pointers
-// and strides of each, from the offsets. A slice keeps the operands' leading dimensions and
-// starts kk = s * k / k_splits elements into K: A at column kk, B at its column (NK) or row (KN)
-// kk, and writes D_s = d + s * d_split_stride.
-template <class G>
-__global__ void grouped_gemm_setup_kernel(GroupedGemmArgs args, GroupedGemmDeviceArrays arrays) {
-  dev::wait_for_prior_grid();  // a programmatic dependent of the kernel that wrote the offsets
-  dev::allow_dependent_grid();
-  const int entry = blockIdx.x * blockDim.x + threadIdx.x;
-  if (entry >= args.groups * args.k_splits) return;
-  const int g = entry % args.groups;
-  const std::int64_t s = entry / args.groups;
-  const std::int64_t slice_k = args.k / args.k_splits;
-  const std::int64_t kk = s * slice_k;
-  const std::int64_t r0 = args.group_offsets[g];
-  static_cast<typename G::ProblemShapeMNK*>(arrays.problem_shapes)[entry] = {
-      args.group_rows ? args.group_rows[g] : int(args.group_offsets[g + 1] - r0), int(args.n), int(slice_k)};
-  using E = typename G::Element;
-  const bool nk = args.layout == MoeWeightLayout::kNK;
-  static_cast<const E**>(arrays.ptr_a)[entry] = reinterpret_cast<const E*>(args.a + r0 * args.k + kk);
-  static_cast<const E**>(arrays.ptr_b)[entry] =
-      reinterpret_cast<const E*>(args.b + std::int64_t(g) * args.n * args.k + (nk ? kk : kk * args.n));
-  const std::int64_t d_cols = args.epilogue == GemmEpilogue::kSwiglu ? args.n / 2 : args.n;
-  static_cast<E**>(arrays.ptr_d)[entry] = reinterpret_cast<E*>(args.d + s * args.d_split_stride + r0 * d_cols);
-  static_cast<typename G::StrideA*>(arrays.stride_a)[entry] = leading_dim_stride<typename G::StrideA>(args.k);
-  static_cast<typename G::StrideB*>(arrays.stride_b)[entry] =
-      leading_dim_stride<typename G::StrideB>(nk ? args.k : args.n);
-  static_cast<typename G::StrideD*>(arrays.stride_d)[entry] = leading_dim_stride<typename G::StrideD>(d_cols);
-}
 
 template <class Config, MoeWeightLayout kLayout, GemmEpilogue kEpilogue = GemmEpilogue::kStore>
 Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, const char* name) {
@@ -170,9 +130,7 @@ Status run_grouped_gemm(const GroupedGemmLaunch& launch, cudaStream_t stream, co
   const GroupedGemmArgs& a = launch.args;
   const GroupedGemmDeviceArrays& arr = launch.arrays;
 
-  FUSEKIT_CUDA_RETURN_IF_ERROR(
-      launch_dependent(grouped_gemm_setup_kernel<G>, dim3((a.groups * a.k_splits + 127) / 128), dim3(128), 0, stream, a, arr));
-  FUSEKIT_CUDA_RETURN_IF_LAUNCH_FAILED("grouped_gemm_setup_kernel");
+  if (a.group_arrays == GroupArrays::kSetupKernel) FUSEKIT_RETURN_IF_ERROR(launch_grouped_gemm_setup(launch, stream));
 
   cutlass::KernelHardwareInfo hw;
   FUSEKIT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&hw.device_id));

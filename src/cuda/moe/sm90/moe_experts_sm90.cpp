@@ -6,6 +6,7 @@
 // With W1 in kInterleaved8 order GEMM1 writes act itself (SwiGLU in its epilogue), so
 //   buf0: xs -> y,  buf1: act              (xs is dead once gemm1 has run)
 // A swap-AB gemm1 at few pairs gathers x's rows itself (gemm1_gathers_x): no xs, no permute.
+// The count + scan also writes both GEMMs' per-group arrays: no GEMM setup kernel runs.
 // GEMM2 split in K writes its slices' partials one after another into y's buffer, pairs * H
 // elements apart; the finalize sums them.
 #include <algorithm>
@@ -28,6 +29,14 @@ bool gemm1_gathers_x(const ExpertsArgs& a, std::int64_t pairs) {
   if (const char* env = std::getenv("FUSEKIT_MOE_GATHER_X"); env != nullptr && env[0] == '0') return false;
   return a.config.gemm1 == GemmTile::kStreamSwapAb && a.layout == MoeWeightLayout::kNK &&
          a.x_row_stride % 8 == 0 && align_count_scan_in_one_block(pairs);
+}
+
+// The count + scan writes both GEMMs' per-group arrays (GroupArrays::kPrewritten), so neither
+// launches a setup kernel. FUSEKIT_MOE_GEMM_ARRAYS_IN_ALIGN=0 keeps the setup kernels (for
+// measuring the two against each other; read per call).
+bool gemm_arrays_in_align() {
+  const char* env = std::getenv("FUSEKIT_MOE_GEMM_ARRAYS_IN_ALIGN");
+  return env == nullptr || env[0] != '0';
 }
 
 struct ExpertsLayout {
@@ -90,33 +99,10 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
                             std::to_string(a.intermediate) + ", got " + std::to_string(slices));
   }
 
-  CountPairsParams cp;
-  cp.topk_ids = a.topk_ids;
-  cp.pairs = pairs;
-  cp.num_experts = a.num_experts;
-  cp.counts = counts;
-  cp.rank = rank;
   const bool gather = gemm1_gathers_x(a, pairs);
-  if (gather) {
-    cp.inv = inv;
-    cp.sorted_tokens = sorted_tokens;
-    cp.top_k = a.top_k;
-  }
-  FUSEKIT_RETURN_IF_ERROR(launch_align_count_scan(cp, offsets, stream));
-
-  PermuteParams pp;
-  pp.x = a.x;
-  pp.x_row_stride = a.x_row_stride;
-  pp.topk_ids = a.topk_ids;
-  pp.rank = rank;
-  pp.offsets = offsets;
-  pp.pairs = pairs;
-  pp.top_k = a.top_k;
-  pp.num_experts = a.num_experts;
-  pp.hidden = a.hidden;
-  pp.xs = buf0;
-  pp.inv = inv;
-  if (!gather) FUSEKIT_RETURN_IF_ERROR(launch_permute_rows_bf16(pp, stream));
+  const bool fused = a.gate_up_order == MoeGateUpOrder::kInterleaved8;
+  __nv_bfloat16* act = fused ? buf1 : buf0;
+  __nv_bfloat16* y = fused ? buf0 : buf1;
 
   GroupedGemmArgs g1;
   g1.a = buf0;
@@ -136,21 +122,7 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   g1.tile = a.config.gemm1;
   g1.workspace = ws + l.gemm1_ws;
   g1.workspace_bytes = l.gemm2_ws - l.gemm1_ws;
-  const bool fused = a.gate_up_order == MoeGateUpOrder::kInterleaved8;
   g1.epilogue = fused ? GemmEpilogue::kSwiglu : GemmEpilogue::kStore;
-  FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g1, stream));
-  __nv_bfloat16* act = fused ? buf1 : buf0;
-  __nv_bfloat16* y = fused ? buf0 : buf1;
-
-  if (!fused) {
-    SwigluParams sp;
-    sp.h = buf1;
-    sp.act = act;
-    sp.rows = offsets + a.num_experts;
-    sp.max_rows = pairs;
-    sp.intermediate = a.intermediate;
-    FUSEKIT_RETURN_IF_ERROR(launch_swiglu_rows_bf16(sp, stream));
-  }
 
   GroupedGemmArgs g2 = g1;
   g2.a_rows = nullptr;
@@ -166,6 +138,52 @@ Status experts_forward(const ExpertsArgs& a, cudaStream_t stream) {
   g2.d_split_stride = pairs * a.hidden;
   g2.workspace = ws + l.gemm2_ws;
   g2.workspace_bytes = l.buf0 - l.gemm2_ws;
+
+  CountPairsParams cp;
+  cp.topk_ids = a.topk_ids;
+  cp.pairs = pairs;
+  cp.num_experts = a.num_experts;
+  cp.counts = counts;
+  cp.rank = rank;
+  if (gather) {
+    cp.inv = inv;
+    cp.sorted_tokens = sorted_tokens;
+    cp.top_k = a.top_k;
+  }
+  if (gemm_arrays_in_align()) {
+    FUSEKIT_RETURN_IF_ERROR(prepare_group_arrays(g1, &cp.gemm_arrays));
+    FUSEKIT_RETURN_IF_ERROR(prepare_group_arrays(g2, &cp.gemm_arrays));
+    g1.group_arrays = GroupArrays::kPrewritten;
+    g2.group_arrays = GroupArrays::kPrewritten;
+  }
+  FUSEKIT_RETURN_IF_ERROR(launch_align_count_scan(cp, offsets, stream));
+
+  PermuteParams pp;
+  pp.x = a.x;
+  pp.x_row_stride = a.x_row_stride;
+  pp.topk_ids = a.topk_ids;
+  pp.rank = rank;
+  pp.offsets = offsets;
+  pp.pairs = pairs;
+  pp.top_k = a.top_k;
+  pp.num_experts = a.num_experts;
+  pp.hidden = a.hidden;
+  pp.xs = buf0;
+  pp.inv = inv;
+  if (!gather) FUSEKIT_RETURN_IF_ERROR(launch_permute_rows_bf16(pp, stream));
+
+  FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g1, stream));
+
+  if (!fused) {
+    SwigluParams sp;
+    sp.h = buf1;
+    sp.act = act;
+    sp.rows = offsets + a.num_experts;
+    sp.max_rows = pairs;
+    sp.intermediate = a.intermediate;
+    FUSEKIT_RETURN_IF_ERROR(launch_swiglu_rows_bf16(sp, stream));
+  }
+
   FUSEKIT_RETURN_IF_ERROR(grouped_gemm_bf16_sm90(g2, stream));
 
   FinalizeSortedParams fp;

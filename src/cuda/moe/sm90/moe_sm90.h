@@ -89,12 +89,17 @@ struct CountPairsParams {
   std::int32_t* inv = nullptr;            // [pairs]; untouched for an id outside [0, E)
   std::int32_t* sorted_tokens = nullptr;  // [pairs]
   int top_k = 1;
+  // The per-group arrays of grouped GEMMs whose group_offsets are these offsets and group_rows
+  // these counts (prepare_group_arrays; each then runs with GroupArrays::kPrewritten): the scan
+  // writes them once it has the offsets, so neither GEMM launches a setup kernel.
+  GroupArraysToWrite gemm_arrays;
 };
 Status launch_align_count_pairs(const CountPairsParams& p, cudaStream_t stream);
 
-// offsets[e] = exclusive prefix sum of counts; offsets[E] = the total. E <= 512.
+// offsets[e] = exclusive prefix sum of counts; offsets[E] = the total. E <= 512. Then the
+// entries of gemm_arrays (count 0: none).
 Status launch_align_scan_offsets(const std::int32_t* counts, int num_experts, std::int32_t* offsets,
-                                 cudaStream_t stream);
+                                 const GroupArraysToWrite& gemm_arrays, cudaStream_t stream);
 
 // count then scan, what the forward calls (align_count_scan_one_block.cu): p.counts need not be
 // zero on entry. Up to kOneBlockMaxPairs pairs one CTA does both in one programmatic launch;
