@@ -25,8 +25,8 @@
 
 namespace sm90 = fusekit::cuda_moe::sm90;
 
-// Extra tiles from grouped_gemm_probe_tile.cu (64 x N x K pingpong), called with a launch carved
-// here the way grouped_gemm_bf16_sm90() carves it.
+// Extra tiles from grouped_gemm_probe_tile.cu (64 x N x K pingpong), called with the launch that
+// prepare_group_arrays() carves for a library tile of the same layout.
 namespace fusekit::cuda_moe::sm90::detail {
 Status probe_pp64x128x128(const GroupedGemmLaunch& launch, cudaStream_t stream);
 Status probe_pp64x64x128(const GroupedGemmLaunch& launch, cudaStream_t stream);
@@ -100,6 +100,9 @@ int main() {
                           {"235b gemm1", 128, 3072, 4096},   {"235b gemm2", 128, 4096, 1536}};
   const sm90::GemmTile tiles[] = {sm90::GemmTile::kPingpong64x128, sm90::GemmTile::kCooperative128x128,
                                   sm90::GemmTile::kPingpong64x256};
+  int device = 0, sm_count = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);  // sizes the persistent grid
   cublasHandle_t h;
   cublasCreate(&h);
   float* sink;
@@ -163,7 +166,8 @@ int main() {
                     sm90::gemm_tile_name(t), grouped_us, wbytes / grouped_us / 1e3, one_us, wbytes / one_us / 1e3,
                     st1.ok() ? "" : st1.to_string().c_str(), st2.ok() ? "" : st2.to_string().c_str());
       }
-      // The extra tiles, grouped (E groups of m rows), with the dispatcher's workspace carving.
+      // The extra tiles, grouped (E groups of m rows), on the arrays the dispatcher carves for a
+      // library tile of the same layout (the array types depend on the layout only).
       struct Extra {
         const char* name;
         fusekit::Status (*fn)(const sm90::detail::GroupedGemmLaunch&, cudaStream_t);
@@ -171,22 +175,25 @@ int main() {
       const Extra extras[] = {{"pingpong_64x128x128", sm90::detail::probe_pp64x128x128},
                               {"pingpong_64x64x128", sm90::detail::probe_pp64x64x128}};
       for (const Extra& x : extras) {
-        sm90::detail::GroupedGemmLaunch L;
-        L.args.a = a;
-        L.args.b = w;
-        L.args.d = d;
-        L.args.n = s.n;
-        L.args.k = s.k;
-        L.args.group_offsets = d_offs;
-        L.args.groups = s.E;
-        L.sm_count = 132;
-        const std::size_t slot = 128 * sm90::detail::kSlotBytes;  // 2048: already 256-aligned
-        char* base = static_cast<char*>(ws);
-        void** fields[] = {&L.arrays.problem_shapes, &L.arrays.ptr_a, &L.arrays.ptr_b, &L.arrays.ptr_d,
-                           &L.arrays.stride_a, &L.arrays.stride_b, &L.arrays.stride_d};
-        for (int i = 0; i < 7; ++i) *fields[i] = base + i * slot;
-        L.arrays.cutlass_workspace = base + 7 * slot;
-        L.arrays.cutlass_workspace_bytes = sm90::detail::kMaxCutlassWorkspaceBytes;
+        sm90::GroupedGemmArgs g;
+        g.a = a;
+        g.b = w;
+        g.d = d;
+        g.n = s.n;
+        g.k = s.k;
+        g.tile = sm90::GemmTile::kPingpong64x128k128;
+        g.workspace = ws;
+        g.workspace_bytes = ws_bytes;
+        g.group_offsets = d_offs;
+        g.groups = s.E;
+        sm90::GroupArraysToWrite carved;
+        const fusekit::Status prepared = sm90::prepare_group_arrays(g, &carved);
+        if (!prepared.ok() || carved.count != 1) {
+          std::printf("  m=%2d %-28s not run: %s\n", m, x.name, prepared.to_string().c_str());
+          continue;
+        }
+        sm90::detail::GroupedGemmLaunch L = carved.calls[0];
+        L.sm_count = sm_count;
         fusekit::Status st;
         const double us = median_us([&] { st = x.fn(L, nullptr); });
         std::printf("  m=%2d %-28s grouped %8.1f us (%.0f GB/s) %s\n", m, x.name, us, wbytes / us / 1e3,

@@ -19,9 +19,7 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_setup_kernel(const __gr
   const GroupedGemmArgs& a = call.args;
   const int entry = blockIdx.x * blockDim.x + threadIdx.x;
   if (entry >= a.groups * a.k_splits) return;
-  const int g = entry % a.groups;
-  const std::int64_t r0 = a.group_offsets[g];
-  write_group_entry(call, entry, r0, a.group_rows ? a.group_rows[g] : int(a.group_offsets[g + 1] - r0));
+  write_group_entry_from(call, entry, a.group_offsets, a.group_rows);
 }
 
 }  // namespace

@@ -77,6 +77,16 @@ __device__ inline void write_group_entry(const GroupedGemmLaunch& call, int entr
   }
 }
 
+// Entry `entry` of `call`, its group's first row and rows read from offsets [groups + 1] and rows
+// [groups] (null: the offsets' differences): the call's own group_offsets / group_rows, or the
+// values they will hold, wherever the writing kernel has them.
+__device__ inline void write_group_entry_from(const GroupedGemmLaunch& call, int entry, const std::int32_t* offsets,
+                                              const std::int32_t* rows) {
+  const int g = entry % call.args.groups;
+  const std::int64_t r0 = offsets[g];
+  write_group_entry(call, entry, r0, rows != nullptr ? rows[g] : int(offsets[g + 1] - r0));
+}
+
 }  // namespace fusekit::cuda_moe::sm90::detail
 
 namespace fusekit::cuda_moe::sm90 {
@@ -91,9 +101,7 @@ __device__ inline void write_group_arrays(const GroupArraysToWrite& to_write, co
     const detail::GroupedGemmLaunch& call = to_write.calls[c];
     const int groups = call.args.groups;
     for (int entry = thread; entry < groups * call.args.k_splits; entry += threads) {
-      const int g = entry % groups;
-      const std::int64_t r0 = offsets[g];
-      detail::write_group_entry(call, entry, r0, rows != nullptr ? rows[g] : int(offsets[g + 1] - r0));
+      detail::write_group_entry_from(call, entry, offsets, rows);
     }
   }
 }
