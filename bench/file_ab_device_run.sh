@@ -33,7 +33,7 @@ TOKENS=${AB_TOKENS:-1024,4096,16384}
   python3 bench/ab_summary.py "$W" base new
   if [ -n "${TUNE_TOKENS:-}" ]; then
     stamp "tuner (not applied)"
-    timeout 120 $B tune moe --tokens "$TUNE_TOKENS" --json "$W/tune.json" > "$W/tune.txt" 2>&1
+    timeout 120 $B tune moe ${TUNE_CASES:+--cases "$TUNE_CASES"} --tokens "$TUNE_TOKENS" --json "$W/tune.json" > "$W/tune.txt" 2>&1
     echo "tune rc=$?"; grep -E "T=" "$W/tune.txt" | sed -E 's/gemm1 us:.*  -> /-> /'
   fi
   stamp tests

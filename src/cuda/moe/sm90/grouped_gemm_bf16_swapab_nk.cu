@@ -16,11 +16,14 @@
 // shared memory, no barrier, and 4 lanes read 64 contiguous bytes of each row per load.
 //
 // CTA: 8 warps x 32 weight rows (two m16 tiles) of one group; grid (ceil(n / 256), groups).
-// Each warp keeps 4 k steps (16 loads of 16 bytes per lane, 8 KB) in flight. A group with more
+// Each warp holds a ring of 4 k steps (16 loads of 16 bytes per lane, 8 KB): a step's slot is
+// reloaded with the step 4 further on as soon as its mmas are issued, so 3 stay in flight
+// while one is multiplied (H200, CLI layer: -3.0 / -3.3 / -1.5% at Qwen3-30B-A3B T = 16 / 32 /
+// 64 and -3.0% at Qwen3-235B-A22B T = 16 against loading 4 steps, then multiplying 4). A group with more
 // than 32 rows takes several passes, each reading the weights again, and every pass loads one
 // 16-byte token chunk per 8 tokens per k step (L1/L2 traffic that grows with m): it serves a
-// few rows per expert only (gemm_config_sm90.h). Rows past n and tokens past the group are
-// clamped for the loads and never stored. A's rows may be gathered (GroupedGemmArgs::a_rows):
+// few rows per expert only (gemm_config_sm90.h). Weight rows past n are not loaded, tokens past
+// the group are clamped for the loads; neither is stored. A's rows may be gathered (GroupedGemmArgs::a_rows):
 // one index load per 8 tokens per pass, so the MoE path needs no permuted copy of x. Epilogue kSwiglu: 16-row tiles are W1's interleaved
 // gate/up blocks (n % 16 == 0), so a lane holds gate and up of the same output and applies
 // SwiGLU in registers, rounding as the CUTLASS epilogue does (dev::swiglu_of_bf16_rounded).
@@ -74,18 +77,19 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_gemm_bf16_swapab_nk_ke
   if (n0 >= n) return;
   const std::int64_t chunks = p.k / 8;  // 16-byte chunks per row
 
-  // Rows as 32-bit indices (row < n, token row < offsets[groups] < 2^31), addresses formed per
-  // load: 64-bit pointers per row would spill at 128 registers.
-  const __nv_bfloat16* wexpert = p.b + std::int64_t(g) * n * p.k;
-  int wrow[kTilesM][2];
-#pragma unroll
-  for (int t = 0; t < kTilesM; ++t)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) wrow[t][h] = static_cast<int>(imin(n0 + 16 * t + 8 * h + q, n - 1));
-  auto wptr = [&](int t, int h, std::int64_t kc) {
-    return reinterpret_cast<const uint4*>(wexpert + std::int64_t(wrow[t][h]) * p.k) + kc;
-  };
+  // One 64-bit base per lane (weight row n0 + q) and 32-bit offsets to its other three rows
+  // (8, 16 and 24 rows on; rows8 16-byte chunks per 8 rows): 64-bit pointers per row would
+  // spill at 128 registers. Rows past n are not loaded (zeros, never stored).
+  const uint4* wbase = reinterpret_cast<const uint4*>(p.b + (std::int64_t(g) * n + n0 + q) * p.k);
+  const int rows8 = static_cast<int>(8 * chunks);
+  const int rows_left = static_cast<int>(imin(n - n0 - q, 16 * kTilesM));  // >= 1: n % 8 == 0, n0 < n, q < 8
+  auto wptr = [&](int t, int h, std::int64_t kc) { return wbase + (2 * t + h) * rows8 + kc; };
+  auto wok = [&](int t, int h, std::int64_t kc) { return kc < chunks && 8 * (2 * t + h) < rows_left; };
 
+  // A ring of kStepsInFlight k steps: slot s holds step kc0 / 4 + s and is refilled with the
+  // step kStepsInFlight further on as soon as its mmas are issued, so kStepsInFlight - 1 steps
+  // stay in flight while one is multiplied (loading all of them, then multiplying all of them,
+  // left the warp with nothing in flight for a whole round of x loads and mmas).
   for (std::int64_t t0 = 0; t0 < rows; t0 += kTokensPerPass) {
     const int active = static_cast<int>(imin(kTilesN, (rows - t0 + 7) / 8));  // warp-uniform
     int xrow[kTilesN];
@@ -102,16 +106,16 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_gemm_bf16_swapab_nk_ke
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[t][j][e] = 0.f;
 
+    uint4 w[kStepsInFlight][kTilesM][2];
+#pragma unroll
+    for (int s = 0; s < kStepsInFlight; ++s) {
+      const std::int64_t kc = 4 * s + c;
+#pragma unroll
+      for (int t = 0; t < kTilesM; ++t)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) w[s][t][h] = load_weights(wptr(t, h, kc), wok(t, h, kc));
+    }
     for (std::int64_t kc0 = 0; kc0 < chunks; kc0 += 4 * kStepsInFlight) {
-      uint4 w[kStepsInFlight][kTilesM][2];
-#pragma unroll
-      for (int s = 0; s < kStepsInFlight; ++s) {
-        const std::int64_t kc = kc0 + 4 * s + c;
-#pragma unroll
-        for (int t = 0; t < kTilesM; ++t)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) w[s][t][h] = load_weights(wptr(t, h, kc), kc < chunks);
-      }
 #pragma unroll
       for (int s = 0; s < kStepsInFlight; ++s) {
         const std::int64_t kc = kc0 + 4 * s + c;
@@ -130,6 +134,11 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_gemm_bf16_swapab_nk_ke
             dev::mma_bf16_16816(acc[t][j], a_hi, b_hi);
           }
         }
+        const std::int64_t next = kc + 4 * kStepsInFlight;
+#pragma unroll
+        for (int t = 0; t < kTilesM; ++t)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) w[s][t][h] = load_weights(wptr(t, h, next), wok(t, h, next));
       }
     }
 
