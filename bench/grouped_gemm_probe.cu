@@ -16,9 +16,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
@@ -30,6 +32,15 @@ namespace sm90 = fusekit::cuda_moe::sm90;
 namespace fusekit::cuda_moe::sm90::detail {
 Status probe_pp64x128x128(const GroupedGemmLaunch& launch, cudaStream_t stream);
 Status probe_pp64x64x128(const GroupedGemmLaunch& launch, cudaStream_t stream);
+// Swapped operands (grouped_gemm_probe_tile.cu, PROBE_SWAPPED): weights as M, a group's rows as N.
+#define PROBE_SWAPPED_DECL(name)                                                                                 \
+  Status name(const __nv_bfloat16* w, const __nv_bfloat16* a, __nv_bfloat16* d, int groups, std::int64_t n,   \
+              std::int64_t k, int m, int sm_count, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+PROBE_SWAPPED_DECL(probe_swap_c128x16)
+PROBE_SWAPPED_DECL(probe_swap_c128x32)
+PROBE_SWAPPED_DECL(probe_swap_p64x16)
+PROBE_SWAPPED_DECL(probe_swap_p64x32)
+#undef PROBE_SWAPPED_DECL
 }  // namespace fusekit::cuda_moe::sm90::detail
 
 namespace {
@@ -90,14 +101,21 @@ double median_us(const std::function<void()>& f) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   struct Shape {
     const char* name;
     int E;
     std::int64_t n, k;
   };
-  const Shape shapes[] = {{"qwen30b gemm1", 128, 1536, 2048}, {"qwen30b gemm2", 128, 2048, 768},
-                          {"235b gemm1", 128, 3072, 4096},   {"235b gemm2", 128, 4096, 1536}};
+  const std::vector<Shape> model_shapes = {{"qwen30b gemm1", 128, 1536, 2048}, {"qwen30b gemm2", 128, 2048, 768},
+                                           {"235b gemm1", 128, 3072, 4096},   {"235b gemm2", 128, 4096, 1536}};
+  // `k-sweep`: Qwen3-30B-A3B's W2 bytes (403 MB) as n x k = 2048 x 768, 1024 x 1536, 512 x 3072:
+  // the same bytes in 1/2, 1/4 the output tiles, each twice, four times as deep. Time falling
+  // with the tile count says a fixed cost per tile; flat says the per-byte rate.
+  const std::vector<Shape> k_sweep = {{"w2 n2048 k768", 128, 2048, 768}, {"w2 n1024 k1536", 128, 1024, 1536},
+                                      {"w2 n512 k3072", 128, 512, 3072}};
+  const bool sweep = argc > 1 && std::string(argv[1]) == "k-sweep";
+  const std::vector<Shape>& shapes = sweep ? k_sweep : model_shapes;
   const sm90::GemmTile tiles[] = {sm90::GemmTile::kPingpong64x128, sm90::GemmTile::kCooperative128x128,
                                   sm90::GemmTile::kPingpong64x256};
   int device = 0, sm_count = 0;
@@ -127,7 +145,7 @@ int main() {
       });
       std::printf("  tile-walk read, %4d B per row per step: %.1f us (%.0f GB/s)\n", chunk, us, wbytes / us / 1e3);
     }
-    for (int m : {16, 64}) {
+    for (int m : sweep ? std::vector<int>{16} : std::vector<int>{16, 64}) {
       std::vector<std::int32_t> offs(s.E + 1);
       for (int g = 0; g <= s.E; ++g) offs[g] = g * m;
       std::int32_t* d_offs;
@@ -198,6 +216,57 @@ int main() {
         const double us = median_us([&] { st = x.fn(L, nullptr); });
         std::printf("  m=%2d %-28s grouped %8.1f us (%.0f GB/s) %s\n", m, x.name, us, wbytes / us / 1e3,
                     st.ok() ? "" : st.to_string().c_str());
+      }
+      if (sweep) {
+        // Reference: the library's pingpong 64x256 on the same rows, D [rows, n] per group.
+        __nv_bfloat16* d_ref;
+        cudaMalloc(&d_ref, std::size_t(s.E) * m * s.n * 2);
+        sm90::GroupedGemmArgs g;
+        g.a = a;
+        g.b = w;
+        g.d = d_ref;
+        g.n = s.n;
+        g.k = s.k;
+        g.tile = sm90::GemmTile::kPingpong64x256;
+        g.workspace = ws;
+        g.workspace_bytes = ws_bytes;
+        g.group_offsets = d_offs;
+        g.groups = s.E;
+        const fusekit::Status ref_st = sm90::grouped_gemm_bf16_sm90(g, nullptr);
+        std::vector<__nv_bfloat16> ref(std::size_t(s.E) * m * s.n), got(ref.size());
+        cudaMemcpy(ref.data(), d_ref, ref.size() * 2, cudaMemcpyDeviceToHost);
+        struct Swapped {
+          const char* name;
+          decltype(&sm90::detail::probe_swap_c128x16) fn;
+        };
+        const Swapped swapped[] = {{"swapped coop 128x16x128", sm90::detail::probe_swap_c128x16},
+                                   {"swapped coop 128x32x128", sm90::detail::probe_swap_c128x32},
+                                   {"swapped pingpong 64x16x128", sm90::detail::probe_swap_p64x16},
+                                   {"swapped pingpong 64x32x128", sm90::detail::probe_swap_p64x32}};
+        for (const Swapped& x : swapped) {
+          fusekit::Status st;
+          cudaMemset(d, 0xff, std::size_t(s.E) * m * s.n * 2);  // NaN
+          st = x.fn(w, a, d, s.E, s.n, s.k, m, sm_count, ws, ws_bytes, nullptr);
+          cudaMemcpy(got.data(), d, got.size() * 2, cudaMemcpyDeviceToHost);
+          double err2 = 0, ref2 = 0;
+          bool nan = false;
+          for (int e = 0; e < s.E; ++e) {
+            for (int r = 0; r < m; ++r) {
+              for (std::int64_t j = 0; j < s.n; ++j) {
+                const float want = __bfloat162float(ref[(std::size_t(e) * m + r) * s.n + j]);
+                const float have = __bfloat162float(got[std::size_t(e) * m * s.n + j * m + r]);
+                nan |= have != have;
+                err2 += double(have - want) * (have - want);
+                ref2 += double(want) * want;
+              }
+            }
+          }
+          const double us = median_us([&] { st = x.fn(w, a, d, s.E, s.n, s.k, m, sm_count, ws, ws_bytes, nullptr); });
+          std::printf("  m=%2d %-28s grouped %8.1f us (%.0f GB/s)  rel-L2 vs pingpong 64x256 %.2e%s %s %s\n", m, x.name,
+                      us, wbytes / us / 1e3, ref2 > 0 ? std::sqrt(err2 / ref2) : -1.0, nan ? " NaN" : "",
+                      st.ok() ? "" : st.to_string().c_str(), ref_st.ok() ? "" : ref_st.to_string().c_str());
+        }
+        cudaFree(d_ref);
       }
       cudaFree(d_offs);
       cudaFree(d_one);

@@ -3,6 +3,7 @@
 # tile-walk reads of the same expert weights, plus extra tiles from grouped_gemm_probe_tile.cu).
 # Builds only the library, then the probe's three translation units in parallel.
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/grouped_gemm_probe_device_run.sh
+# PROBE_ARGS=k-sweep: the same W2 bytes at three depths of K (see the probe).
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" grouped_gemm_probe
 NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -DFUSEKIT_WITH_CUDA=1
@@ -13,10 +14,15 @@ NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-
   $NVCC -c bench/grouped_gemm_probe.cu -o "$W/main.o" &
   $NVCC -DPROBE_FN=probe_pp64x128x128 -DPROBE_TILE_N=128 -DPROBE_TILE_K=128 -c bench/grouped_gemm_probe_tile.cu -o "$W/t1.o" &
   $NVCC -DPROBE_FN=probe_pp64x64x128 -DPROBE_TILE_N=64 -DPROBE_TILE_K=128 -c bench/grouped_gemm_probe_tile.cu -o "$W/t2.o" &
+  SWAP="$NVCC -DPROBE_SWAPPED=1 -DPROBE_TILE_K=128 -c bench/grouped_gemm_probe_tile.cu"
+  $SWAP -DPROBE_FN=probe_swap_c128x16 -DPROBE_TILE_M=128 -DPROBE_TILE_N=16 -o "$W/s1.o" &
+  $SWAP -DPROBE_FN=probe_swap_c128x32 -DPROBE_TILE_M=128 -DPROBE_TILE_N=32 -o "$W/s2.o" &
+  $SWAP -DPROBE_FN=probe_swap_p64x16 -DPROBE_TILE_M=64 -DPROBE_TILE_N=16 -o "$W/s3.o" &
+  $SWAP -DPROBE_FN=probe_swap_p64x32 -DPROBE_TILE_M=64 -DPROBE_TILE_N=32 -o "$W/s4.o" &
   wait
   stamp probe
-  nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o build-device/src/libfusekit.a -lcublas \
-    -o "$W/grouped_gemm_probe" && timeout 240 "$W/grouped_gemm_probe"
+  nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o "$W"/s[1-4].o build-device/src/libfusekit.a -lcublas \
+    -o "$W/grouped_gemm_probe" && timeout 240 "$W/grouped_gemm_probe" ${PROBE_ARGS:-}
   rm -f "$W"/*.o "$W/grouped_gemm_probe"
   stamp done
 } 2>&1 | tee "$W/log.txt"
