@@ -154,6 +154,21 @@ int main(int argc, char** argv) {
       std::int32_t* d_one;  // {0, m}: one group of m rows
       cudaMalloc(&d_one, 8);
       cudaMemcpy(d_one, offs.data(), 8, cudaMemcpyHostToDevice);
+      // E groups of m rows of a against w, into `out`: every grouped run below.
+      auto grouped_args = [&](sm90::GemmTile tile, __nv_bfloat16* out) {
+        sm90::GroupedGemmArgs g;
+        g.a = a;
+        g.b = w;
+        g.d = out;
+        g.n = s.n;
+        g.k = s.k;
+        g.tile = tile;
+        g.workspace = ws;
+        g.workspace_bytes = ws_bytes;
+        g.group_offsets = d_offs;
+        g.groups = s.E;
+        return g;
+      };
       const float alpha = 1.f, beta = 0.f;
       const double cublas_us = median_us([&] {
         cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(s.E * s.n), m, int(s.k), &alpha, w, CUDA_R_16BF, int(s.k), a,
@@ -162,17 +177,7 @@ int main(int argc, char** argv) {
       });
       std::printf("  m=%2d cublas one GEMM %8.1f us (%.0f GB/s)\n", m, cublas_us, wbytes / cublas_us / 1e3);
       for (sm90::GemmTile t : tiles) {
-        sm90::GroupedGemmArgs g;
-        g.a = a;
-        g.b = w;
-        g.d = d;
-        g.n = s.n;
-        g.k = s.k;
-        g.tile = t;
-        g.workspace = ws;
-        g.workspace_bytes = ws_bytes;
-        g.group_offsets = d_offs;
-        g.groups = s.E;
+        const sm90::GroupedGemmArgs g = grouped_args(t, d);
         fusekit::Status st1, st2;
         const double grouped_us = median_us([&] { st1 = sm90::grouped_gemm_bf16_sm90(g, nullptr); });
         sm90::GroupedGemmArgs one = g;
@@ -193,17 +198,7 @@ int main(int argc, char** argv) {
       const Extra extras[] = {{"pingpong_64x128x128", sm90::detail::probe_pp64x128x128},
                               {"pingpong_64x64x128", sm90::detail::probe_pp64x64x128}};
       for (const Extra& x : extras) {
-        sm90::GroupedGemmArgs g;
-        g.a = a;
-        g.b = w;
-        g.d = d;
-        g.n = s.n;
-        g.k = s.k;
-        g.tile = sm90::GemmTile::kPingpong64x128k128;
-        g.workspace = ws;
-        g.workspace_bytes = ws_bytes;
-        g.group_offsets = d_offs;
-        g.groups = s.E;
+        const sm90::GroupedGemmArgs g = grouped_args(sm90::GemmTile::kPingpong64x128k128, d);
         sm90::GroupArraysToWrite carved;
         const fusekit::Status prepared = sm90::prepare_group_arrays(g, &carved);
         if (!prepared.ok() || carved.count != 1) {
@@ -221,17 +216,7 @@ int main(int argc, char** argv) {
         // Reference: the library's pingpong 64x256 on the same rows, D [rows, n] per group.
         __nv_bfloat16* d_ref;
         cudaMalloc(&d_ref, std::size_t(s.E) * m * s.n * 2);
-        sm90::GroupedGemmArgs g;
-        g.a = a;
-        g.b = w;
-        g.d = d_ref;
-        g.n = s.n;
-        g.k = s.k;
-        g.tile = sm90::GemmTile::kPingpong64x256;
-        g.workspace = ws;
-        g.workspace_bytes = ws_bytes;
-        g.group_offsets = d_offs;
-        g.groups = s.E;
+        const sm90::GroupedGemmArgs g = grouped_args(sm90::GemmTile::kPingpong64x256, d_ref);
         const fusekit::Status ref_st = sm90::grouped_gemm_bf16_sm90(g, nullptr);
         std::vector<__nv_bfloat16> ref(std::size_t(s.E) * m * s.n), got(ref.size());
         cudaMemcpy(ref.data(), d_ref, ref.size() * 2, cudaMemcpyDeviceToHost);

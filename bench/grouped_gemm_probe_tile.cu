@@ -26,9 +26,17 @@ Status PROBE_FN(const __nv_bfloat16* w, const __nv_bfloat16* a, __nv_bfloat16* d
                 std::int64_t k, int m, int sm_count, void* workspace, std::size_t workspace_bytes,
                 cudaStream_t stream) {
   using T = GroupArrayTypes<MoeWeightLayout::kNK>;
+  struct Problem {
+    const void *w, *a, *d;
+    std::int64_t groups, n, k, m;
+    bool operator==(const Problem& o) const {
+      return w == o.w && a == o.a && d == o.d && groups == o.groups && n == o.n && k == o.k && m == o.m;
+    }
+  };
   static GroupedGemmLaunch launch;
-  static std::int64_t key[4] = {-1, -1, -1, -1};
-  if (key[0] != groups || key[1] != n || key[2] != k || key[3] != m) {
+  static Problem written{};
+  const Problem problem{w, a, d, groups, n, k, m};
+  if (!(written == problem)) {
     std::vector<T::ProblemShapeMNK> shapes(groups);
     std::vector<const __nv_bfloat16*> pa(groups), pb(groups);
     std::vector<__nv_bfloat16*> pd(groups);
@@ -64,7 +72,7 @@ Status PROBE_FN(const __nv_bfloat16* w, const __nv_bfloat16* a, __nv_bfloat16* d
     launch.args.n = n;
     launch.args.k = k;
     launch.args.group_arrays = GroupArrays::kPrewritten;
-    key[0] = groups, key[1] = n, key[2] = k, key[3] = m;
+    written = problem;
   }
   launch.arrays.cutlass_workspace = workspace;
   launch.arrays.cutlass_workspace_bytes = workspace_bytes;
