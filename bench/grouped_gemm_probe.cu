@@ -43,6 +43,17 @@ PROBE_SWAPPED_DECL(probe_swap_p64x32)
 #undef PROBE_SWAPPED_DECL
 }  // namespace fusekit::cuda_moe::sm90::detail
 
+// Dense, non-ptr-array CUTLASS GEMMs (grouped_gemm_probe_dense.cu): D[m, n] = A[m, k] . B[n, k]^T.
+#define PROBE_DENSE_DECL(name)                                                                             \
+  int name(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* d, int m, int n, int k, int sm_count, \
+           void* workspace, cudaStream_t stream);
+PROBE_DENSE_DECL(dense_coop128x256_c2x1)
+PROBE_DENSE_DECL(dense_coop256x128_c1x2)
+PROBE_DENSE_DECL(dense_coop256x128_c1x1)
+PROBE_DENSE_DECL(dense_pingpong64x256_c1x1)
+PROBE_DENSE_DECL(dense_pingpong128x128_c1x1)
+#undef PROBE_DENSE_DECL
+
 namespace {
 
 __global__ void fill_kernel(__nv_bfloat16* p, std::size_t n, std::uint32_t seed) {
@@ -79,6 +90,29 @@ __global__ void tile_walk_read_kernel(const char* p, std::int64_t row_bytes, int
   if (acc == 1.2345f) *sink = acc;
 }
 
+// sums[0] += (x - y)^2, sums[1] += y^2 over n elements: rel-L2 of x against y.
+__global__ void squared_error_kernel(const __nv_bfloat16* x, const __nv_bfloat16* y, std::size_t n, double* sums) {
+  double e = 0, r = 0;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+    const double a = __bfloat162float(x[i]), b = __bfloat162float(y[i]);
+    e += (a - b) * (a - b);  // NaN propagates
+    r += b * b;
+  }
+  atomicAdd(sums, e);
+  atomicAdd(sums + 1, r);
+}
+
+double rel_l2(const __nv_bfloat16* x, const __nv_bfloat16* y, std::size_t n) {
+  double* sums;
+  cudaMalloc(&sums, 16);
+  cudaMemset(sums, 0, 16);
+  squared_error_kernel<<<1024, 256>>>(x, y, n, sums);
+  double h[2];
+  cudaMemcpy(h, sums, 16, cudaMemcpyDeviceToHost);
+  cudaFree(sums);
+  return h[1] > 0 ? std::sqrt(h[0] / h[1]) : -1.0;
+}
+
 double median_us(const std::function<void()>& f) {
   for (int i = 0; i < 3; ++i) f();
   cudaDeviceSynchronize();
@@ -101,12 +135,125 @@ double median_us(const std::function<void()>& f) {
 
 }  // namespace
 
+struct Shape {
+  const char* name;
+  int E;
+  std::int64_t n, k;
+};
+
+// `large`: the compute-bound end (256 and 1024 rows per expert, T = 4096 / 16384 at top-8). The
+// same FLOPs four ways: E groups of m rows, each against its own expert (what the MoE forward
+// runs); ONE group of E * m rows against one expert (the same ptr-array kernel with no group
+// switch); dense non-ptr-array CUTLASS GEMMs (grouped_gemm_probe_dense.cu) and cuBLAS on that
+// one-expert problem. Rates against cuBLAS at 8192^3 measured here. Caveat: the one-expert
+// problems read one expert's weights (L2-resident), the grouped run all E experts' from DRAM, so
+// at m = 256 (about 1.4x the card's FLOP-per-byte ridge) part of the gap is the weight reads.
+void large_rows_probe(const std::vector<Shape>& shapes, cublasHandle_t h, void* ws, std::size_t ws_bytes,
+                      int sm_count) {
+  const float alpha = 1.f, beta = 0.f;
+  double matmul_tflops = 0;
+  {
+    const int s = 8192;
+    __nv_bfloat16 *x, *y, *z;
+    cudaMalloc(&x, std::size_t(s) * s * 2);
+    cudaMalloc(&y, std::size_t(s) * s * 2);
+    cudaMalloc(&z, std::size_t(s) * s * 2);
+    fill_kernel<<<1024, 256>>>(x, std::size_t(s) * s, 3);
+    fill_kernel<<<1024, 256>>>(y, std::size_t(s) * s, 4);
+    const double us = median_us([&] {
+      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, s, s, s, &alpha, x, CUDA_R_16BF, s, y, CUDA_R_16BF, s, &beta, z,
+                   CUDA_R_16BF, s, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    });
+    matmul_tflops = 2.0 * s * s * s / us / 1e6;
+    std::printf("matmul rate (cuBLAS 8192^3): %.1f us, %.0f TFLOP/s\n", us, matmul_tflops);
+    cudaFree(x);
+    cudaFree(y);
+    cudaFree(z);
+  }
+  const sm90::GemmTile tiles[] = {sm90::GemmTile::kPingpong64x128, sm90::GemmTile::kCooperative128x128,
+                                  sm90::GemmTile::kPingpong64x256, sm90::GemmTile::kCooperative128x256,
+                                  sm90::GemmTile::kPingpong128x128};
+  for (const Shape& s : shapes) {
+    for (int m : {256, 1024}) {
+      const std::int64_t rows = std::int64_t(s.E) * m;
+      __nv_bfloat16 *w, *a, *d;
+      cudaMalloc(&w, std::size_t(s.E) * s.n * s.k * 2);
+      cudaMalloc(&a, std::size_t(rows) * s.k * 2);
+      cudaMalloc(&d, std::size_t(rows) * s.n * 2);
+      fill_kernel<<<1024, 256>>>(w, std::size_t(s.E) * s.n * s.k, 1);
+      fill_kernel<<<1024, 256>>>(a, std::size_t(rows) * s.k, 2);
+      std::vector<std::int32_t> offs(s.E + 1);
+      for (int g = 0; g <= s.E; ++g) offs[g] = g * m;
+      const std::int32_t one[2] = {0, std::int32_t(rows)};
+      std::int32_t *d_offs, *d_one;
+      cudaMalloc(&d_offs, offs.size() * 4);
+      cudaMalloc(&d_one, 8);
+      cudaMemcpy(d_offs, offs.data(), offs.size() * 4, cudaMemcpyHostToDevice);
+      cudaMemcpy(d_one, one, 8, cudaMemcpyHostToDevice);
+      const double flops = 2.0 * rows * s.n * s.k;
+      auto rate = [&](double us) { return flops / us / 1e6; };
+      const double cublas_us = median_us([&] {
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(s.n), int(rows), int(s.k), &alpha, w, CUDA_R_16BF, int(s.k), a,
+                     CUDA_R_16BF, int(s.k), &beta, d, CUDA_R_16BF, int(s.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      });
+      std::printf("%-14s m=%4d rows=%lld  cublas dense %8.1f us (%.0f TFLOP/s, %.0f%%)\n", s.name, m,
+                  static_cast<long long>(rows), cublas_us, rate(cublas_us), 100 * rate(cublas_us) / matmul_tflops);
+      {
+        __nv_bfloat16* ref;  // cuBLAS's D, to check the dense CUTLASS GEMMs against
+        cudaMalloc(&ref, std::size_t(rows) * s.n * 2);
+        cudaMemcpy(ref, d, std::size_t(rows) * s.n * 2, cudaMemcpyDeviceToDevice);
+        struct Dense {
+          const char* name;
+          decltype(&dense_coop128x256_c2x1) fn;
+        };
+        const Dense dense[] = {{"cooperative_128x256x64_c2x1", dense_coop128x256_c2x1},
+                               {"cooperative_256x128x64_c1x2", dense_coop256x128_c1x2},
+                               {"cooperative_256x128x64_c1x1", dense_coop256x128_c1x1},
+                               {"pingpong_64x256x64_c1x1", dense_pingpong64x256_c1x1},
+                               {"pingpong_128x128x64_c1x1", dense_pingpong128x128_c1x1}};
+        for (const Dense& x : dense) {
+          cudaMemset(d, 0xff, std::size_t(rows) * s.n * 2);  // NaN
+          int rc = x.fn(a, w, d, int(rows), int(s.n), int(s.k), sm_count, ws, nullptr);
+          const double err = rel_l2(d, ref, std::size_t(rows) * s.n);
+          const double us = median_us([&] { rc |= x.fn(a, w, d, int(rows), int(s.n), int(s.k), sm_count, ws, nullptr); });
+          std::printf("  dense (not ptr-array) %-28s %8.1f us (%.0f TFLOP/s, %.0f%%)  rel-L2 vs cuBLAS %.1e rc=%d\n",
+                      x.name, us, rate(us), 100 * rate(us) / matmul_tflops, err, rc);
+        }
+        cudaFree(ref);
+      }
+      for (sm90::GemmTile t : tiles) {
+        sm90::GroupedGemmArgs g;
+        g.a = a;
+        g.b = w;
+        g.d = d;
+        g.n = s.n;
+        g.k = s.k;
+        g.tile = t;
+        g.workspace = ws;
+        g.workspace_bytes = ws_bytes;
+        g.group_offsets = d_offs;
+        g.groups = s.E;
+        fusekit::Status st1, st2;
+        const double grouped_us = median_us([&] { st1 = sm90::grouped_gemm_bf16_sm90(g, nullptr); });
+        sm90::GroupedGemmArgs single = g;
+        single.group_offsets = d_one;
+        single.groups = 1;
+        const double one_us = median_us([&] { st2 = sm90::grouped_gemm_bf16_sm90(single, nullptr); });
+        std::printf("  %-28s grouped %8.1f us (%.0f TFLOP/s, %.0f%%)  one group %8.1f us (%.0f TFLOP/s, %.0f%%) %s %s\n",
+                    sm90::gemm_tile_name(t), grouped_us, rate(grouped_us), 100 * rate(grouped_us) / matmul_tflops,
+                    one_us, rate(one_us), 100 * rate(one_us) / matmul_tflops, st1.ok() ? "" : st1.to_string().c_str(),
+                    st2.ok() ? "" : st2.to_string().c_str());
+      }
+      cudaFree(d_offs);
+      cudaFree(d_one);
+      cudaFree(w);
+      cudaFree(a);
+      cudaFree(d);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
-  struct Shape {
-    const char* name;
-    int E;
-    std::int64_t n, k;
-  };
   const std::vector<Shape> model_shapes = {{"qwen30b gemm1", 128, 1536, 2048}, {"qwen30b gemm2", 128, 2048, 768},
                                            {"235b gemm1", 128, 3072, 4096},   {"235b gemm2", 128, 4096, 1536}};
   // `k-sweep`: Qwen3-30B-A3B's W2 bytes (403 MB) as n x k = 2048 x 768, 1024 x 1536, 512 x 3072:
@@ -114,7 +261,8 @@ int main(int argc, char** argv) {
   // with the tile count says a fixed cost per tile; flat says the per-byte rate.
   const std::vector<Shape> k_sweep = {{"w2 n2048 k768", 128, 2048, 768}, {"w2 n1024 k1536", 128, 1024, 1536},
                                       {"w2 n512 k3072", 128, 512, 3072}};
-  const bool sweep = argc > 1 && std::string(argv[1]) == "k-sweep";
+  const std::string mode = argc > 1 ? argv[1] : "";
+  const bool sweep = mode == "k-sweep";
   const std::vector<Shape>& shapes = sweep ? k_sweep : model_shapes;
   const sm90::GemmTile tiles[] = {sm90::GemmTile::kPingpong64x128, sm90::GemmTile::kCooperative128x128,
                                   sm90::GemmTile::kPingpong64x256};
@@ -128,6 +276,11 @@ int main(int argc, char** argv) {
   const std::size_t ws_bytes = sm90::grouped_gemm_bf16_sm90_workspace_size(128);
   void* ws;
   cudaMalloc(&ws, ws_bytes);
+  if (mode == "large") {
+    large_rows_probe(model_shapes, h, ws, ws_bytes, sm_count);
+    std::printf("cuda: %s\n", cudaGetErrorString(cudaDeviceSynchronize()));
+    return 0;
+  }
   for (const Shape& s : shapes) {
     const std::size_t wbytes = std::size_t(s.E) * s.n * s.k * 2;
     __nv_bfloat16 *w, *a, *d;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One GPU call: bench/grouped_gemm_probe.cu (grouped vs one group vs cuBLAS vs plain and
-# tile-walk reads of the same expert weights, plus extra tiles from grouped_gemm_probe_tile.cu).
+# tile-walk reads of the same expert weights, plus extra tiles from grouped_gemm_probe_tile.cu and
+# dense non-ptr-array GEMMs from grouped_gemm_probe_dense.cu).
 # Builds only the library, then the probe's three translation units in parallel.
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/grouped_gemm_probe_device_run.sh
-# PROBE_ARGS=k-sweep: the same W2 bytes at three depths of K (see the probe).
+# PROBE_ARGS=k-sweep: the same W2 bytes at three depths of K; PROBE_ARGS=large: 256 and 1024 rows
+# per expert, grouped vs one group vs dense non-ptr-array CUTLASS vs cuBLAS (see the probe).
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" grouped_gemm_probe
 NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -DFUSEKIT_WITH_CUDA=1
@@ -19,9 +21,15 @@ NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-
   $SWAP -DPROBE_FN=probe_swap_c128x32 -DPROBE_TILE_M=128 -DPROBE_TILE_N=32 -o "$W/s2.o" &
   $SWAP -DPROBE_FN=probe_swap_p64x16 -DPROBE_TILE_M=64 -DPROBE_TILE_N=16 -o "$W/s3.o" &
   $SWAP -DPROBE_FN=probe_swap_p64x32 -DPROBE_TILE_M=64 -DPROBE_TILE_N=32 -o "$W/s4.o" &
+  DENSE="$NVCC -c bench/grouped_gemm_probe_dense.cu"
+  $DENSE -DPROBE_FN=dense_coop128x256_c2x1 -DPROBE_TILE_M=128 -DPROBE_TILE_N=256 -DPROBE_CLUSTER_M=2 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=0 -o "$W/d1.o" &
+  $DENSE -DPROBE_FN=dense_coop256x128_c1x2 -DPROBE_TILE_M=256 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=2 -DPROBE_PINGPONG=0 -o "$W/d2.o" &
+  $DENSE -DPROBE_FN=dense_coop256x128_c1x1 -DPROBE_TILE_M=256 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=0 -o "$W/d3.o" &
+  $DENSE -DPROBE_FN=dense_pingpong64x256_c1x1 -DPROBE_TILE_M=64 -DPROBE_TILE_N=256 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=1 -o "$W/d4.o" &
+  $DENSE -DPROBE_FN=dense_pingpong128x128_c1x1 -DPROBE_TILE_M=128 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=1 -o "$W/d5.o" &
   wait
   stamp probe
-  nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o "$W"/s[1-4].o build-device/src/libfusekit.a -lcublas \
+  nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o "$W"/s[1-4].o "$W"/d[1-5].o build-device/src/libfusekit.a -lcublas \
     -o "$W/grouped_gemm_probe" && timeout 240 "$W/grouped_gemm_probe" ${PROBE_ARGS:-}
   rm -f "$W"/*.o "$W/grouped_gemm_probe"
   stamp done

@@ -226,7 +226,7 @@ TEST_P(Sm90ExpertsTest, AllPairsOnOneExpert) {
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90ExpertsTest,
                          ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
                                                               GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                                              GemmTile::kPingpong64x128k128),
+                                                              GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
 INSTANTIATE_TEST_SUITE_P(StreamSwapAb, Sm90ExpertsTest,
                          ::testing::Combine(::testing::Values(GemmTile::kStreamSwapAb),
@@ -368,7 +368,7 @@ TEST(Sm90Config, Gemm2SplitsInKOnlyWhereTheSlicesFitAndTheTilesAreFew) {
   }
   // The Qwen shapes' K cannot be split.
   const GemmTile tiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128, GemmTile::kCooperative128x256,
-                            GemmTile::kPingpong64x256, GemmTile::kPingpong64x128k128};
+                            GemmTile::kPingpong64x256, GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128};
   for (std::int64_t I : {768, 1536}) {
     for (std::int64_t T : {1, 64, 1024, 16384}) {
       for (GemmTile tile : tiles) {

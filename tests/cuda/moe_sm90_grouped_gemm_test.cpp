@@ -212,7 +212,7 @@ TEST_P(Sm90GroupedGemmTest, ArraysWrittenByTheScanServeTheGemm) {
 INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90GroupedGemmTest,
                          ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
                                                               GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                                              GemmTile::kPingpong64x128k128),
+                                                              GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128),
                                             ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
 // The swapped-operand tile (not CUTLASS) serves NK weights only.
 INSTANTIATE_TEST_SUITE_P(StreamSwapAb, Sm90GroupedGemmTest,
@@ -661,7 +661,8 @@ TEST_P(Sm90SwigluEpilogueTest, SameBitsAsUnfusedGemmThenSwiglu) {
 INSTANTIATE_TEST_SUITE_P(Tiles, Sm90SwigluEpilogueTest,
                          ::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
                                            GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                           GemmTile::kPingpong64x128k128, GemmTile::kStreamSwapAb));
+                                           GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
+                                           GemmTile::kStreamSwapAb));
 
 TEST(Sm90GroupedGemm, SwigluEpilogueBadArgumentsAreErrors) {
   SKIP_WITHOUT_SM90();

@@ -58,7 +58,8 @@ constexpr ModelCase kCases[] = {
 using fusekit::cuda_moe::sm90::GemmTile;
 constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
                                GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                               GemmTile::kPingpong64x128k128, GemmTile::kStreamSwapAb};
+                               GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
+                               GemmTile::kStreamSwapAb};
 constexpr int kNumTiles = sizeof(kTiles) / sizeof(kTiles[0]);
 const char* tile_enum_name(GemmTile t) {
   switch (t) {
@@ -67,6 +68,7 @@ const char* tile_enum_name(GemmTile t) {
     case GemmTile::kCooperative128x256: return "kCooperative128x256";
     case GemmTile::kPingpong64x256: return "kPingpong64x256";
     case GemmTile::kPingpong64x128k128: return "kPingpong64x128k128";
+    case GemmTile::kPingpong128x128: return "kPingpong128x128";
     case GemmTile::kStreamSwapAb: return "kStreamSwapAb";
   }
   return "?";

@@ -24,6 +24,7 @@ const char* gemm_tile_name(GemmTile tile) {
     case GemmTile::kCooperative128x256: return "cooperative_128x256x64_c2x1";
     case GemmTile::kPingpong64x256: return "pingpong_64x256x64_c1x1";
     case GemmTile::kPingpong64x128k128: return "pingpong_64x128x128_c1x1";
+    case GemmTile::kPingpong128x128: return "pingpong_128x128x64_c1x1";
     case GemmTile::kStreamSwapAb: return "stream_swapab_256x32";
   }
   return "unknown";
@@ -31,7 +32,10 @@ const char* gemm_tile_name(GemmTile tile) {
 
 int gemm_tile_block_m(GemmTile tile) {
   if (tile == GemmTile::kStreamSwapAb) return 32;  // rows of a group per pass
-  return tile == GemmTile::kCooperative128x128 || tile == GemmTile::kCooperative128x256 ? 128 : 64;
+  return tile == GemmTile::kCooperative128x128 || tile == GemmTile::kCooperative128x256 ||
+                 tile == GemmTile::kPingpong128x128
+             ? 128
+             : 64;
 }
 
 int gemm_tile_block_n(GemmTile tile) {
@@ -186,6 +190,7 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
       case GemmTile::kCooperative128x256: return detail::gemm_sm90_coop128x256_nk_swiglu(launch, stream);
       case GemmTile::kPingpong64x256: return detail::gemm_sm90_pingpong64x256_nk_swiglu(launch, stream);
       case GemmTile::kPingpong64x128k128: return detail::gemm_sm90_pingpong64x128k128_nk_swiglu(launch, stream);
+      case GemmTile::kPingpong128x128: return detail::gemm_sm90_pingpong128x128_nk_swiglu(launch, stream);
       case GemmTile::kStreamSwapAb: break;  // dispatched above
     }
   }
@@ -201,11 +206,14 @@ Status grouped_gemm_bf16_sm90(const GroupedGemmArgs& args, cudaStream_t stream) 
     case GemmTile::kPingpong64x128k128:
       return nk ? detail::gemm_sm90_pingpong64x128k128_nk(launch, stream)
                 : detail::gemm_sm90_pingpong64x128k128_kn(launch, stream);
+    case GemmTile::kPingpong128x128:
+      return nk ? detail::gemm_sm90_pingpong128x128_nk(launch, stream) : detail::gemm_sm90_pingpong128x128_kn(launch, stream);
     case GemmTile::kStreamSwapAb: break;  // dispatched above
   }
   return invalid_argument(
       "grouped_gemm_bf16_sm90: tile must be one of pingpong_64x128x64_c1x1, cooperative_128x128x64_c1x1, "
-      "cooperative_128x256x64_c2x1, pingpong_64x256x64_c1x1, pingpong_64x128x128_c1x1, stream_swapab_256x32");
+      "cooperative_128x256x64_c2x1, pingpong_64x256x64_c1x1, pingpong_64x128x128_c1x1, pingpong_128x128x64_c1x1, "
+      "stream_swapab_256x32");
 #endif
 }
 

@@ -40,13 +40,16 @@ enum class GemmTile {
   kCooperative128x256,  // 128x256x64 tile, 2 consumer warpgroups split M, cluster 2x1 (B multicast)
   kPingpong64x256,      // 64x256x64 tile, as kPingpong64x128 with half as many tiles per group
   kPingpong64x128k128,  // 64x128x128 tile: 256 contiguous bytes of each weight row per load step
+  kPingpong128x128,     // 128x128x64 tile, 2 consumer warpgroups on alternate tiles (each a whole
+                        // 128x128 tile), cluster 1x1: the compute-bound tile (grouped_gemm_probe
+                        // `large`: 93-100% of cuBLAS 8192^3 on the dense problems of the shapes)
   kStreamSwapAb,        // not CUTLASS: mma.sync with the weight rows as M, weights loaded straight
                         // into registers, 32 rows of a group per pass (grouped_gemm_bf16_swapab_nk.cu);
                         // kNK only, for a few rows per group
 };
 // (A pingpong 128x128x64 c2x1 tile was tried and never won on H100 for the shapes:
 // bench/results/moe_tune_h100.json, records "pingpong_128x128x64_c2x1"; it was dropped.)
-constexpr int kNumGemmTiles = 6;
+constexpr int kNumGemmTiles = 7;
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
 // Columns of D per tile (kStreamSwapAb: the weight rows of a pass).
@@ -143,11 +146,14 @@ FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_kn)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_nk)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_kn)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong128x128_nk)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong128x128_kn)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x128_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_coop128x256_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x256_nk_swiglu)
 FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong64x128k128_nk_swiglu)
+FUSEKIT_SM90_GEMM_DECL(gemm_sm90_pingpong128x128_nk_swiglu)
 #undef FUSEKIT_SM90_GEMM_DECL
 // kStreamSwapAb (grouped_gemm_bf16_swapab_nk.cu): needs none of the per-group arrays.
 Status gemm_swapab_nk(const GroupedGemmArgs& args, cudaStream_t stream);

@@ -70,6 +70,7 @@ using Pingpong64x256 = PingpongTile<64, 256, 64>;
 // TMA boxes back to back) instead of 128, which DRAM serves measurably faster when the GEMM is
 // weight-bound (bench/grouped_gemm_probe.cu: ~7% on a plain read with the tile's walk).
 using Pingpong64x128K128 = PingpongTile<64, 128, 128>;
+using Pingpong128x128 = PingpongTile<128, 128, 64>;
 using Cooperative128x128 = CooperativeTile<128, 128, 64, 1>;
 using Cooperative128x256 = CooperativeTile<128, 256, 64, 2>;
 
