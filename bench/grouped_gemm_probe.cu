@@ -113,6 +113,37 @@ double rel_l2(const __nv_bfloat16* x, const __nv_bfloat16* y, std::size_t n) {
   return h[1] > 0 ? std::sqrt(h[0] / h[1]) : -1.0;
 }
 
+struct Shape {
+  const char* name;
+  int E;
+  std::int64_t n, k;
+};
+
+// The buffers of one grouped run: E groups (offsets, device) of rows of a against w, into d.
+struct GroupedRun {
+  const __nv_bfloat16* a;
+  const __nv_bfloat16* w;
+  __nv_bfloat16* d;
+  const std::int32_t* offsets;
+  void* workspace;
+  std::size_t workspace_bytes;
+};
+
+sm90::GroupedGemmArgs grouped_args(const GroupedRun& r, const Shape& s, sm90::GemmTile tile) {
+  sm90::GroupedGemmArgs g;
+  g.a = r.a;
+  g.b = r.w;
+  g.d = r.d;
+  g.n = s.n;
+  g.k = s.k;
+  g.tile = tile;
+  g.workspace = r.workspace;
+  g.workspace_bytes = r.workspace_bytes;
+  g.group_offsets = r.offsets;
+  g.groups = s.E;
+  return g;
+}
+
 double median_us(const std::function<void()>& f) {
   for (int i = 0; i < 3; ++i) f();
   cudaDeviceSynchronize();
@@ -134,12 +165,6 @@ double median_us(const std::function<void()>& f) {
 }
 
 }  // namespace
-
-struct Shape {
-  const char* name;
-  int E;
-  std::int64_t n, k;
-};
 
 // `large`: the compute-bound end (256 and 1024 rows per expert, T = 4096 / 16384 at top-8). The
 // same FLOPs four ways: E groups of m rows, each against its own expert (what the MoE forward
@@ -222,17 +247,7 @@ void large_rows_probe(const std::vector<Shape>& shapes, cublasHandle_t h, void* 
         cudaFree(ref);
       }
       for (sm90::GemmTile t : tiles) {
-        sm90::GroupedGemmArgs g;
-        g.a = a;
-        g.b = w;
-        g.d = d;
-        g.n = s.n;
-        g.k = s.k;
-        g.tile = t;
-        g.workspace = ws;
-        g.workspace_bytes = ws_bytes;
-        g.group_offsets = d_offs;
-        g.groups = s.E;
+        const sm90::GroupedGemmArgs g = grouped_args({a, w, d, d_offs, ws, ws_bytes}, s, t);
         fusekit::Status st1, st2;
         const double grouped_us = median_us([&] { st1 = sm90::grouped_gemm_bf16_sm90(g, nullptr); });
         sm90::GroupedGemmArgs single = g;
@@ -308,20 +323,7 @@ int main(int argc, char** argv) {
       cudaMalloc(&d_one, 8);
       cudaMemcpy(d_one, offs.data(), 8, cudaMemcpyHostToDevice);
       // E groups of m rows of a against w, into `out`: every grouped run below.
-      auto grouped_args = [&](sm90::GemmTile tile, __nv_bfloat16* out) {
-        sm90::GroupedGemmArgs g;
-        g.a = a;
-        g.b = w;
-        g.d = out;
-        g.n = s.n;
-        g.k = s.k;
-        g.tile = tile;
-        g.workspace = ws;
-        g.workspace_bytes = ws_bytes;
-        g.group_offsets = d_offs;
-        g.groups = s.E;
-        return g;
-      };
+      auto grouped_run = [&](__nv_bfloat16* out) { return GroupedRun{a, w, out, d_offs, ws, ws_bytes}; };
       const float alpha = 1.f, beta = 0.f;
       const double cublas_us = median_us([&] {
         cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(s.E * s.n), m, int(s.k), &alpha, w, CUDA_R_16BF, int(s.k), a,
@@ -330,7 +332,7 @@ int main(int argc, char** argv) {
       });
       std::printf("  m=%2d cublas one GEMM %8.1f us (%.0f GB/s)\n", m, cublas_us, wbytes / cublas_us / 1e3);
       for (sm90::GemmTile t : tiles) {
-        const sm90::GroupedGemmArgs g = grouped_args(t, d);
+        const sm90::GroupedGemmArgs g = grouped_args(grouped_run(d), s, t);
         fusekit::Status st1, st2;
         const double grouped_us = median_us([&] { st1 = sm90::grouped_gemm_bf16_sm90(g, nullptr); });
         sm90::GroupedGemmArgs one = g;
@@ -351,7 +353,7 @@ int main(int argc, char** argv) {
       const Extra extras[] = {{"pingpong_64x128x128", sm90::detail::probe_pp64x128x128},
                               {"pingpong_64x64x128", sm90::detail::probe_pp64x64x128}};
       for (const Extra& x : extras) {
-        const sm90::GroupedGemmArgs g = grouped_args(sm90::GemmTile::kPingpong64x128k128, d);
+        const sm90::GroupedGemmArgs g = grouped_args(grouped_run(d), s, sm90::GemmTile::kPingpong64x128k128);
         sm90::GroupArraysToWrite carved;
         const fusekit::Status prepared = sm90::prepare_group_arrays(g, &carved);
         if (!prepared.ok() || carved.count != 1) {
@@ -369,7 +371,7 @@ int main(int argc, char** argv) {
         // Reference: the library's pingpong 64x256 on the same rows, D [rows, n] per group.
         __nv_bfloat16* d_ref;
         cudaMalloc(&d_ref, std::size_t(s.E) * m * s.n * 2);
-        const sm90::GroupedGemmArgs g = grouped_args(sm90::GemmTile::kPingpong64x256, d_ref);
+        const sm90::GroupedGemmArgs g = grouped_args(grouped_run(d_ref), s, sm90::GemmTile::kPingpong64x256);
         const fusekit::Status ref_st = sm90::grouped_gemm_bf16_sm90(g, nullptr);
         std::vector<__nv_bfloat16> ref(std::size_t(s.E) * m * s.n), got(ref.size());
         cudaMemcpy(ref.data(), d_ref, ref.size() * 2, cudaMemcpyDeviceToHost);

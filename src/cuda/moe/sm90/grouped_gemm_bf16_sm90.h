@@ -47,8 +47,9 @@ enum class GemmTile {
                         // into registers, 32 rows of a group per pass (grouped_gemm_bf16_swapab_nk.cu);
                         // kNK only, for a few rows per group
 };
-// (A pingpong 128x128x64 c2x1 tile was tried and never won on H100 for the shapes:
-// bench/results/moe_tune_h100.json, records "pingpong_128x128x64_c2x1"; it was dropped.)
+// (The same pingpong 128x128x64 with a 2x1 cluster was tried and never won on H100 for the issue's
+// shapes: bench/results/moe_tune_h100.json at c244231, records "pingpong_128x128x64_c2x1"; it was
+// dropped. The 1x1 kPingpong128x128 came back on the H200 probe's dense numbers: PERF_NOTES v14.)
 constexpr int kNumGemmTiles = 7;
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
