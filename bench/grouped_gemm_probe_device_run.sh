@@ -2,17 +2,17 @@
 # One GPU call: bench/grouped_gemm_probe.cu (grouped vs one group vs cuBLAS vs plain and
 # tile-walk reads of the same expert weights, plus extra tiles from grouped_gemm_probe_tile.cu and
 # dense non-ptr-array GEMMs from grouped_gemm_probe_dense.cu).
-# Builds only the library, then the probe's three translation units in parallel.
+# Builds the library (and the suites in SUITES), then compiles the probe's translation units in
+# parallel while the SUITES run on the GPU, then runs the probe.
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/grouped_gemm_probe_device_run.sh
 # PROBE_ARGS=k-sweep: the same W2 bytes at three depths of K; PROBE_ARGS=large: 256 and 1024 rows
 # per expert, grouped vs one group vs dense non-ptr-array CUTLASS vs cuBLAS (see the probe).
+# SUITES="moe_sm90_grouped_gemm_test ...": GPU suites to build and run first (default: none).
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" grouped_gemm_probe
 NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -DFUSEKIT_WITH_CUDA=1
   -DFUSEKIT_WITH_CUTLASS=1 -DFUSEKIT_DEPENDENT_LAUNCH=1 -Iinclude -Isrc -isystem /tmp/site/cutlass_library/source/include"
-{
-  stamp build
-  FUSEKIT_BUILD_TARGETS=fusekit bash scripts/device_build.sh 2>&1 | tail -2
+compile_probe() {
   $NVCC -c bench/grouped_gemm_probe.cu -o "$W/main.o" &
   $NVCC -DPROBE_FN=probe_pp64x128x128 -DPROBE_TILE_N=128 -DPROBE_TILE_K=128 -c bench/grouped_gemm_probe_tile.cu -o "$W/t1.o" &
   $NVCC -DPROBE_FN=probe_pp64x64x128 -DPROBE_TILE_N=64 -DPROBE_TILE_K=128 -c bench/grouped_gemm_probe_tile.cu -o "$W/t2.o" &
@@ -28,6 +28,16 @@ NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-
   $DENSE -DPROBE_FN=dense_pingpong64x256_c1x1 -DPROBE_TILE_M=64 -DPROBE_TILE_N=256 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=1 -o "$W/d4.o" &
   $DENSE -DPROBE_FN=dense_pingpong128x128_c1x1 -DPROBE_TILE_M=128 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=1 -o "$W/d5.o" &
   wait
+}
+{
+  stamp build
+  FUSEKIT_BUILD_TARGETS="fusekit ${SUITES:-}" bash scripts/device_build.sh 2>&1 | tail -2
+  stamp "probe compile ‖ tests"
+  compile_probe > "$W/probe_compile.txt" 2>&1 &
+  compiling=$!
+  [ -n "${SUITES:-}" ] && run_gpu_tests $SUITES
+  wait $compiling
+  grep -E "error" "$W/probe_compile.txt" | head -10
   stamp probe
   nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o "$W"/s[1-4].o "$W"/d[1-5].o build-device/src/libfusekit.a -lcublas \
     -o "$W/grouped_gemm_probe" && timeout 240 "$W/grouped_gemm_probe" ${PROBE_ARGS:-}

@@ -7,7 +7,8 @@
 # SIDES_ON_COMMITTED="name=VAR=value[,VAR=value] ..." adds sides that run the committed binary
 # under those variables (e.g. a path pin), in the same alternation.
 #   bash scripts/device_carry.sh here; on the device (carry [".carry"]): bash bench/retune_ab_device_run.sh
-#   (TUNE_ARGS, e.g. "--cases mixtral-8x7b": the other shapes keep their rows; AB_CASES, AB_TOKENS)
+#   (TUNE_ARGS, e.g. "--cases mixtral-8x7b": the other shapes keep their rows; AB_CASES, AB_TOKENS;
+#   SUITES: the GPU suites run before the tuner, SUITES=none for none)
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" retune_ab
 INC=src/cuda/moe/sm90/tuned_configs_sm90_${GPU_TAG}.inc
@@ -17,7 +18,7 @@ TOKENS=${AB_TOKENS:-16,64,256,1024,4096,16384}
   stamp build
   FUSEKIT_BUILD_TARGETS="fusekit moe_sm90_grouped_gemm_test moe_sm90_experts_test" build_cli_to /tmp/fk_committed || exit 1
   stamp tests
-  run_gpu_tests ${SUITES:-moe_sm90_grouped_gemm_test moe_sm90_experts_test}
+  [ "${SUITES:-}" = none ] || run_gpu_tests ${SUITES:-moe_sm90_grouped_gemm_test moe_sm90_experts_test}
   stamp tune
   timeout 300 $B tune moe ${TUNE_ARGS:-} --write "$INC" --json "$OUT/moe_tune_${GPU_TAG}.json" > "$W/tune.txt" 2>&1
   rc=$?; echo "tune rc=$rc"; grep -E "T=" "$W/tune.txt" | sed -E 's/gemm1 us:.*  -> /-> /'; cp "$INC" "$OUT/"
