@@ -246,6 +246,35 @@ TEST(Sm90Experts, Qwen3MoeShape) {
   check({128, 8, 2048, 768, 24, MoeWeightLayout::kNK, Routing::kRandom, GemmTile::kStreamSwapAb}, true);
 }
 
+// Host only: every tile has its own name, and the M x N the name states is the block the
+// dispatcher and the split-K rule compute with (kStreamSwapAb: 32 rows of a group per pass,
+// 256 weight rows). A tile added to the enum without its name or block shape fails here.
+TEST(Sm90Config, EveryTileNamesItsBlockShape) {
+  const GemmTile tiles[] = {GemmTile::kPingpong64x128,     GemmTile::kCooperative128x128, GemmTile::kCooperative128x256,
+                            GemmTile::kPingpong64x256,     GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
+                            GemmTile::kStreamSwapAb};
+  static_assert(sizeof(tiles) / sizeof(tiles[0]) == cuda_moe::sm90::kNumGemmTiles, "a tile is missing here");
+  std::vector<std::string> names;
+  for (GemmTile t : tiles) {
+    const std::string name = cuda_moe::sm90::gemm_tile_name(t);
+    EXPECT_EQ(std::count(names.begin(), names.end(), name), 0) << name << " twice";
+    names.push_back(name);
+    if (t == GemmTile::kStreamSwapAb) {
+      EXPECT_EQ(cuda_moe::sm90::gemm_tile_block_m(t), 32);
+      EXPECT_EQ(cuda_moe::sm90::gemm_tile_block_n(t), 256);
+      continue;
+    }
+    // "<schedule>_<M>x<N>x<K>_c<cluster>"
+    const std::size_t at = name.find('_') + 1, x = name.find('x', at);
+    ASSERT_NE(x, std::string::npos) << name;
+    const int m = std::atoi(name.c_str() + at), n = std::atoi(name.c_str() + x + 1);
+    EXPECT_EQ(cuda_moe::sm90::gemm_tile_block_m(t), m) << name;
+    EXPECT_EQ(cuda_moe::sm90::gemm_tile_block_n(t), n) << name;
+    EXPECT_TRUE(cuda_moe::sm90::gemm_tile_supports(t, MoeWeightLayout::kNK)) << name;
+    EXPECT_TRUE(cuda_moe::sm90::gemm_tile_supports(t, MoeWeightLayout::kKN)) << name << ": every CUTLASS tile takes KN";
+  }
+}
+
 // The tile choice (host only): the swapped-operand tile takes NK weights only, so a layer with
 // KN weights never gets it, from the tuned table (tuned on NK) or the heuristic; NK layers get it
 // from the heuristic at a few rows per expert.
