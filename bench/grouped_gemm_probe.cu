@@ -52,6 +52,8 @@ PROBE_DENSE_DECL(dense_coop256x128_c1x2)
 PROBE_DENSE_DECL(dense_coop256x128_c1x1)
 PROBE_DENSE_DECL(dense_pingpong64x256_c1x1)
 PROBE_DENSE_DECL(dense_pingpong128x128_c1x1)
+PROBE_DENSE_DECL(dense_pingpong128x128_c2x1)
+PROBE_DENSE_DECL(dense_pingpong128x128_c1x2)
 #undef PROBE_DENSE_DECL
 
 namespace {
@@ -235,7 +237,10 @@ void large_rows_probe(const std::vector<Shape>& shapes, cublasHandle_t h, void* 
                                {"cooperative_256x128x64_c1x2", dense_coop256x128_c1x2},
                                {"cooperative_256x128x64_c1x1", dense_coop256x128_c1x1},
                                {"pingpong_64x256x64_c1x1", dense_pingpong64x256_c1x1},
-                               {"pingpong_128x128x64_c1x1", dense_pingpong128x128_c1x1}};
+                               {"pingpong_128x128x64_c1x1", dense_pingpong128x128_c1x1},
+                               // L2 -> SM bytes per FLOP: 2x1 multicasts B, 1x2 A (PERF_NOTES v14's hypothesis)
+                               {"pingpong_128x128x64_c2x1", dense_pingpong128x128_c2x1},
+                               {"pingpong_128x128x64_c1x2", dense_pingpong128x128_c1x2}};
         for (const Dense& x : dense) {
           cudaMemset(d, 0xff, std::size_t(rows) * s.n * 2);  // NaN
           int rc = x.fn(a, w, d, int(rows), int(s.n), int(s.k), sm_count, ws, nullptr);

@@ -27,6 +27,8 @@ compile_probe() {
   $DENSE -DPROBE_FN=dense_coop256x128_c1x1 -DPROBE_TILE_M=256 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=0 -o "$W/d3.o" &
   $DENSE -DPROBE_FN=dense_pingpong64x256_c1x1 -DPROBE_TILE_M=64 -DPROBE_TILE_N=256 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=1 -o "$W/d4.o" &
   $DENSE -DPROBE_FN=dense_pingpong128x128_c1x1 -DPROBE_TILE_M=128 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=1 -o "$W/d5.o" &
+  $DENSE -DPROBE_FN=dense_pingpong128x128_c2x1 -DPROBE_TILE_M=128 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=2 -DPROBE_CLUSTER_N=1 -DPROBE_PINGPONG=1 -o "$W/d6.o" &
+  $DENSE -DPROBE_FN=dense_pingpong128x128_c1x2 -DPROBE_TILE_M=128 -DPROBE_TILE_N=128 -DPROBE_CLUSTER_M=1 -DPROBE_CLUSTER_N=2 -DPROBE_PINGPONG=1 -o "$W/d7.o" &
   wait
 }
 {
@@ -39,7 +41,7 @@ compile_probe() {
   wait $compiling
   grep -E "error" "$W/probe_compile.txt" | head -10
   stamp probe
-  nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o "$W"/s[1-4].o "$W"/d[1-5].o build-device/src/libfusekit.a -lcublas \
+  nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o "$W"/s[1-4].o "$W"/d[1-7].o build-device/src/libfusekit.a -lcublas \
     -o "$W/grouped_gemm_probe" && timeout 240 "$W/grouped_gemm_probe" ${PROBE_ARGS:-}
   rm -f "$W"/*.o "$W/grouped_gemm_probe"
   stamp done
