@@ -8,6 +8,7 @@
 # PROBE_ARGS=k-sweep: the same W2 bytes at three depths of K; PROBE_ARGS=large: 256 and 1024 rows
 # per expert, grouped vs one group vs dense non-ptr-array CUTLASS vs cuBLAS (see the probe).
 # SUITES="moe_sm90_grouped_gemm_test ...": GPU suites to build and run first (default: none).
+# PROBE_NCU=1: then every GEMM of the large mode once more under ncu (L2 and tensor-pipe metrics).
 set -uo pipefail
 source "$(dirname "$0")/device_lib.sh" grouped_gemm_probe
 NVCC="nvcc -O3 -DNDEBUG -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -DFUSEKIT_WITH_CUDA=1
@@ -43,6 +44,21 @@ compile_probe() {
   stamp probe
   nvcc -gencode=arch=compute_90a,code=sm_90a "$W"/main.o "$W"/t1.o "$W"/t2.o "$W"/s[1-4].o "$W"/d[1-7].o build-device/src/libfusekit.a -lcublas \
     -o "$W/grouped_gemm_probe" && timeout 240 "$W/grouped_gemm_probe" ${PROBE_ARGS:-}
+  if [ "${PROBE_NCU:-0}" = 1 ]; then
+    # Every GEMM of the `large` mode once under ncu: is the L2 -> SM traffic the ceiling (PERF_NOTES v14)?
+    stamp "ncu large-once"
+    # The tensor-pipe and L2-throughput names are the ones hoped for on Hopper; if ncu rejects one,
+    # the second run keeps the metrics bench/gemm_ncu_device_run.sh has used (lts__t_bytes added).
+    M=gpu__time_duration.sum,lts__t_bytes.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size
+    M_BASE=gpu__time_duration.sum,lts__t_bytes.sum,dram__bytes_read.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__grid_size
+    for metrics in "$M" "$M_BASE"; do
+      timeout 300 ncu --clock-control none --csv --page raw -k regex:"device_kernel|gemm|nvjet" --metrics "$metrics" "$W/grouped_gemm_probe" large-once \
+        > "$W/ncu_large_once.csv" 2> "$W/ncu_large_once.err"
+      rc=$?
+      echo "ncu rc=$rc ($(grep -c device_kernel "$W/ncu_large_once.csv") CUTLASS kernels profiled; metrics $metrics)"
+      [ $rc -eq 0 ] && break
+    done
+  fi
   rm -f "$W"/*.o "$W/grouped_gemm_probe"
   stamp done
 } 2>&1 | tee "$W/log.txt"
