@@ -29,8 +29,8 @@
 // GEMM1 at m = 64, where 64x128x64 falls off) and up to m = 32 on Mixtral; 64x256
 // wins from m = 64 (Mixtral) or 128 (Qwen shapes) to 256-512; 128x256 wins from m = 1024.
 // 64x128x64 and cooperative 128x128 no longer win a row; they stay tuner candidates. Pingpong
-// 128x128x64 (kPingpong128x128) is a tuner candidate that no rule names yet: dense it ran 93-100%
-// of the matmul rate on the short-K GEMMs, grouped it has not been timed; PERF_NOTES v14.)
+// 128x128x64 (kPingpong128x128) is a tuner candidate that no rule names yet: dense it ran 79-100%
+// of the matmul rate on the short-K GEMM2 shapes, grouped it has not been timed; PERF_NOTES v14.)
 //
 // Both GEMMs of the layer get their own choice (gemm1: N = 2I, K = H; gemm2: N = H, K = I).
 #pragma once

@@ -41,8 +41,9 @@ enum class GemmTile {
   kPingpong64x256,      // 64x256x64 tile, as kPingpong64x128 with half as many tiles per group
   kPingpong64x128k128,  // 64x128x128 tile: 256 contiguous bytes of each weight row per load step
   kPingpong128x128,     // 128x128x64 tile, 2 consumer warpgroups on alternate tiles (each a whole
-                        // 128x128 tile), cluster 1x1: the compute-bound tile (grouped_gemm_probe
-                        // `large`: 93-100% of cuBLAS 8192^3 on the dense problems of the shapes)
+                        // 128x128 tile), cluster 1x1: for compute-bound GEMMs with a short K
+                        // (grouped_gemm_probe `large`, dense: 79-100% of cuBLAS 8192^3 on the
+                        // GEMM2 shapes, 93-95% on Qwen3-30B-A3B's GEMM1)
   kStreamSwapAb,        // not CUTLASS: mma.sync with the weight rows as M, weights loaded straight
                         // into registers, 32 rows of a group per pass (grouped_gemm_bf16_swapab_nk.cu);
                         // kNK only, for a few rows per group
