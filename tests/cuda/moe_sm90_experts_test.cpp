@@ -248,14 +248,11 @@ TEST(Sm90Experts, Qwen3MoeShape) {
 
 // Host only: every tile has its own name, and the M x N the name states is the block the
 // dispatcher and the split-K rule compute with (kStreamSwapAb: 32 rows of a group per pass,
-// 256 weight rows). A tile added to the enum without its name or block shape fails here.
+// 256 weight rows). A tile added to the enum (and so to kGemmTiles, which the header checks)
+// without its name or block shape fails here.
 TEST(Sm90Config, EveryTileNamesItsBlockShape) {
-  const GemmTile tiles[] = {GemmTile::kPingpong64x128,     GemmTile::kCooperative128x128, GemmTile::kCooperative128x256,
-                            GemmTile::kPingpong64x256,     GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
-                            GemmTile::kStreamSwapAb};
-  static_assert(sizeof(tiles) / sizeof(tiles[0]) == cuda_moe::sm90::kNumGemmTiles, "a tile is missing here");
   std::vector<std::string> names;
-  for (GemmTile t : tiles) {
+  for (GemmTile t : cuda_moe::sm90::kGemmTiles) {
     const std::string name = cuda_moe::sm90::gemm_tile_name(t);
     EXPECT_EQ(std::count(names.begin(), names.end(), name), 0) << name << " twice";
     names.push_back(name);

@@ -56,11 +56,8 @@ constexpr ModelCase kCases[] = {
 };
 
 using fusekit::cuda_moe::sm90::GemmTile;
-constexpr GemmTile kTiles[] = {GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                               GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                               GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
-                               GemmTile::kStreamSwapAb};
-constexpr int kNumTiles = sizeof(kTiles) / sizeof(kTiles[0]);
+constexpr const GemmTile* kTiles = fusekit::cuda_moe::sm90::kGemmTiles;
+constexpr int kNumTiles = fusekit::cuda_moe::sm90::kNumGemmTiles;
 const char* tile_enum_name(GemmTile t) {
   switch (t) {
     case GemmTile::kPingpong64x128: return "kPingpong64x128";

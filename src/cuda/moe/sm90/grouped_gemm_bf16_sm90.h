@@ -51,7 +51,13 @@ enum class GemmTile {
 // (The same pingpong 128x128x64 with a 2x1 cluster was tried and never won on H100 for the issue's
 // shapes: bench/results/moe_tune_h100.json at c244231, records "pingpong_128x128x64_c2x1"; it was
 // dropped. The 1x1 kPingpong128x128 came back on the H200 probe's dense numbers: PERF_NOTES v14.)
-constexpr int kNumGemmTiles = 7;
+// Every tile, in enum order: what the tuner times and the host tests walk.
+constexpr GemmTile kGemmTiles[] = {GemmTile::kPingpong64x128,     GemmTile::kCooperative128x128,
+                                   GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
+                                   GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
+                                   GemmTile::kStreamSwapAb};
+constexpr int kNumGemmTiles = sizeof(kGemmTiles) / sizeof(kGemmTiles[0]);
+static_assert(kNumGemmTiles == static_cast<int>(GemmTile::kStreamSwapAb) + 1, "kGemmTiles must list every GemmTile");
 const char* gemm_tile_name(GemmTile tile);
 int gemm_tile_block_m(GemmTile tile);
 // Columns of D per tile (kStreamSwapAb: the weight rows of a pass).
