@@ -21,6 +21,8 @@
 #if FUSEKIT_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "support/sm90_tile_params.h"
+
 #include "cuda/moe/sm90/moe_sm90.h"
 
 namespace fusekit::testing {
@@ -223,14 +225,7 @@ TEST_P(Sm90ExpertsTest, AllPairsOnOneExpert) {
   check({8, 2, 64, 32, 300, layout, Routing::kAllOnOneExpert, tile}, false);
 }
 
-INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90ExpertsTest,
-                         ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                                              GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                                              GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128),
-                                            ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
-INSTANTIATE_TEST_SUITE_P(StreamSwapAb, Sm90ExpertsTest,
-                         ::testing::Combine(::testing::Values(GemmTile::kStreamSwapAb),
-                                            ::testing::Values(MoeWeightLayout::kNK)));
+INSTANTIATE_TEST_SUITE_P(Tiles, Sm90ExpertsTest, ::testing::ValuesIn(supported_tile_layouts()), tile_layout_name);
 
 TEST_P(Sm90ExpertsTest, FewTokens) {
   SKIP_WITHOUT_SM90();

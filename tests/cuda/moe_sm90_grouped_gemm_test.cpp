@@ -18,6 +18,8 @@
 #if FUSEKIT_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "support/sm90_tile_params.h"
+
 #include "cuda/moe/sm90/grouped_gemm_bf16_sm90.h"
 #include "cuda/moe/sm90/moe_sm90.h"
 
@@ -209,15 +211,8 @@ TEST_P(Sm90GroupedGemmTest, ArraysWrittenByTheScanServeTheGemm) {
   run_case({{0, 37, 200, 0, 129, 3}, 264, 2064, layout, tile, false, 2, prewritten});
 }
 
-INSTANTIATE_TEST_SUITE_P(TilesAndLayouts, Sm90GroupedGemmTest,
-                         ::testing::Combine(::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                                              GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                                              GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128),
-                                            ::testing::Values(MoeWeightLayout::kNK, MoeWeightLayout::kKN)));
-// The swapped-operand tile (not CUTLASS) serves NK weights only.
-INSTANTIATE_TEST_SUITE_P(StreamSwapAb, Sm90GroupedGemmTest,
-                         ::testing::Combine(::testing::Values(GemmTile::kStreamSwapAb),
-                                            ::testing::Values(MoeWeightLayout::kNK)));
+// Every tile in every layout it is compiled for (the swapped-operand tile: NK only).
+INSTANTIATE_TEST_SUITE_P(Tiles, Sm90GroupedGemmTest, ::testing::ValuesIn(supported_tile_layouts()), tile_layout_name);
 
 // A group whose first row starts past 2^31 elements of A: the per-group pointers (CUTLASS
 // tiles) and the row offsets (the swapped-operand tile) are 64-bit.
@@ -658,11 +653,7 @@ TEST_P(Sm90SwigluEpilogueTest, SameBitsAsUnfusedGemmThenSwiglu) {
   EXPECT_EQ(differ, 0) << "of " << fused.size() << " outputs";
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiles, Sm90SwigluEpilogueTest,
-                         ::testing::Values(GemmTile::kPingpong64x128, GemmTile::kCooperative128x128,
-                                           GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                           GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
-                                           GemmTile::kStreamSwapAb));
+INSTANTIATE_TEST_SUITE_P(Tiles, Sm90SwigluEpilogueTest, ::testing::ValuesIn(cuda_moe::sm90::kGemmTiles), tile_name);
 
 TEST(Sm90GroupedGemm, SwigluEpilogueBadArgumentsAreErrors) {
   SKIP_WITHOUT_SM90();

@@ -56,20 +56,8 @@ constexpr ModelCase kCases[] = {
 };
 
 using fusekit::cuda_moe::sm90::GemmTile;
-constexpr const GemmTile* kTiles = fusekit::cuda_moe::sm90::kGemmTiles;
+constexpr const GemmTile* kTiles = fusekit::cuda_moe::sm90::kGemmTiles.data();
 constexpr int kNumTiles = fusekit::cuda_moe::sm90::kNumGemmTiles;
-const char* tile_enum_name(GemmTile t) {
-  switch (t) {
-    case GemmTile::kPingpong64x128: return "kPingpong64x128";
-    case GemmTile::kCooperative128x128: return "kCooperative128x128";
-    case GemmTile::kCooperative128x256: return "kCooperative128x256";
-    case GemmTile::kPingpong64x256: return "kPingpong64x256";
-    case GemmTile::kPingpong64x128k128: return "kPingpong64x128k128";
-    case GemmTile::kPingpong128x128: return "kPingpong128x128";
-    case GemmTile::kStreamSwapAb: return "kStreamSwapAb";
-  }
-  return "?";
-}
 
 // Device memory for the tuner only; never zeros (zeros run faster than real data).
 struct Buf {
@@ -341,7 +329,7 @@ int tune_moe(const fusekit::cli::Args& args) {
                                  : static_cast<std::int64_t>(std::sqrt(double(rows[i + 1].tokens) * r.tokens));
     std::ostringstream row;
     row << "    {" << fusekit::tools::cpp_string_literal(prop_name) << ", " << r.mc->E << ", " << r.mc->k << ", " << r.mc->H << ", " << r.mc->I << ", " << sms
-        << ", " << lo << ", " << hi << ", " << tile_enum_name(r.best1) << ", " << tile_enum_name(r.best2) << "},  // "
+        << ", " << lo << ", " << hi << ", " << sm90::gemm_tile_info(r.best1).enum_name << ", " << sm90::gemm_tile_info(r.best2).enum_name << "},  // "
         << r.mc->name << " T=" << r.tokens;
     table_rows.push_back(row.str());
   }

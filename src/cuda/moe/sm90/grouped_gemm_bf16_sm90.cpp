@@ -17,37 +17,6 @@ bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15
 
 }  // namespace
 
-const char* gemm_tile_name(GemmTile tile) {
-  switch (tile) {
-    case GemmTile::kPingpong64x128: return "pingpong_64x128x64_c1x1";
-    case GemmTile::kCooperative128x128: return "cooperative_128x128x64_c1x1";
-    case GemmTile::kCooperative128x256: return "cooperative_128x256x64_c2x1";
-    case GemmTile::kPingpong64x256: return "pingpong_64x256x64_c1x1";
-    case GemmTile::kPingpong64x128k128: return "pingpong_64x128x128_c1x1";
-    case GemmTile::kPingpong128x128: return "pingpong_128x128x64_c1x1";
-    case GemmTile::kStreamSwapAb: return "stream_swapab_256x32";
-  }
-  return "unknown";
-}
-
-int gemm_tile_block_m(GemmTile tile) {
-  if (tile == GemmTile::kStreamSwapAb) return 32;  // rows of a group per pass
-  return tile == GemmTile::kCooperative128x128 || tile == GemmTile::kCooperative128x256 ||
-                 tile == GemmTile::kPingpong128x128
-             ? 128
-             : 64;
-}
-
-int gemm_tile_block_n(GemmTile tile) {
-  return tile == GemmTile::kCooperative128x256 || tile == GemmTile::kPingpong64x256 || tile == GemmTile::kStreamSwapAb
-             ? 256
-             : 128;
-}
-
-bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout) {
-  return tile != GemmTile::kStreamSwapAb || layout == MoeWeightLayout::kNK;
-}
-
 bool sm90_grouped_gemm_available(int device) {
 #if FUSEKIT_WITH_CUTLASS
   int major = 0;

@@ -25,6 +25,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -51,19 +52,48 @@ enum class GemmTile {
 // (The same pingpong 128x128x64 with a 2x1 cluster was tried and never won on H100 for the issue's
 // shapes: bench/results/moe_tune_h100.json at c244231, records "pingpong_128x128x64_c2x1"; it was
 // dropped. The 1x1 kPingpong128x128 came back on the H200 probe's dense numbers: PERF_NOTES v14.)
+// What each tile is, in enum order (the one place a tile's name and block shape are written):
+// the tuner times every entry and writes `enum_name` into the table it generates; the tests
+// instantiate every (tile, layout) the entries support.
+struct GemmTileInfo {
+  GemmTile tile;
+  const char* name;       // "<schedule>_<M>x<N>x<K>_c<cluster>", as the tuner's records and the bench name it
+  const char* enum_name;  // its C++ spelling, for the generated table
+  int block_m;            // rows of a group per tile (kStreamSwapAb: per pass)
+  int block_n;            // columns of D per tile (kStreamSwapAb: weight rows per pass)
+  bool kn_weights;        // also compiled for weights in the KN layout (every CUTLASS tile)
+};
+constexpr GemmTileInfo kGemmTileInfo[] = {
+    {GemmTile::kPingpong64x128, "pingpong_64x128x64_c1x1", "kPingpong64x128", 64, 128, true},
+    {GemmTile::kCooperative128x128, "cooperative_128x128x64_c1x1", "kCooperative128x128", 128, 128, true},
+    {GemmTile::kCooperative128x256, "cooperative_128x256x64_c2x1", "kCooperative128x256", 128, 256, true},
+    {GemmTile::kPingpong64x256, "pingpong_64x256x64_c1x1", "kPingpong64x256", 64, 256, true},
+    {GemmTile::kPingpong64x128k128, "pingpong_64x128x128_c1x1", "kPingpong64x128k128", 64, 128, true},
+    {GemmTile::kPingpong128x128, "pingpong_128x128x64_c1x1", "kPingpong128x128", 128, 128, true},
+    {GemmTile::kStreamSwapAb, "stream_swapab_256x32", "kStreamSwapAb", 32, 256, false},
+};
+constexpr int kNumGemmTiles = sizeof(kGemmTileInfo) / sizeof(kGemmTileInfo[0]);
+constexpr bool gemm_tile_info_in_enum_order() {
+  for (int i = 0; i < kNumGemmTiles; ++i)
+    if (static_cast<int>(kGemmTileInfo[i].tile) != i) return false;
+  return static_cast<int>(GemmTile::kStreamSwapAb) + 1 == kNumGemmTiles;
+}
+static_assert(gemm_tile_info_in_enum_order(), "kGemmTileInfo must list every GemmTile once, in enum order");
 // Every tile, in enum order: what the tuner times and the host tests walk.
-constexpr GemmTile kGemmTiles[] = {GemmTile::kPingpong64x128,     GemmTile::kCooperative128x128,
-                                   GemmTile::kCooperative128x256, GemmTile::kPingpong64x256,
-                                   GemmTile::kPingpong64x128k128, GemmTile::kPingpong128x128,
-                                   GemmTile::kStreamSwapAb};
-constexpr int kNumGemmTiles = sizeof(kGemmTiles) / sizeof(kGemmTiles[0]);
-static_assert(kNumGemmTiles == static_cast<int>(GemmTile::kStreamSwapAb) + 1, "kGemmTiles must list every GemmTile");
-const char* gemm_tile_name(GemmTile tile);
-int gemm_tile_block_m(GemmTile tile);
-// Columns of D per tile (kStreamSwapAb: the weight rows of a pass).
-int gemm_tile_block_n(GemmTile tile);
-// Whether `tile` is compiled for weights in `layout` (kStreamSwapAb: kNK only).
-bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout);
+constexpr std::array<GemmTile, kNumGemmTiles> all_gemm_tiles() {
+  std::array<GemmTile, kNumGemmTiles> tiles{};
+  for (int i = 0; i < kNumGemmTiles; ++i) tiles[i] = kGemmTileInfo[i].tile;
+  return tiles;
+}
+inline constexpr std::array<GemmTile, kNumGemmTiles> kGemmTiles = all_gemm_tiles();
+constexpr const GemmTileInfo& gemm_tile_info(GemmTile tile) { return kGemmTileInfo[static_cast<int>(tile)]; }
+constexpr const char* gemm_tile_name(GemmTile tile) { return gemm_tile_info(tile).name; }
+constexpr int gemm_tile_block_m(GemmTile tile) { return gemm_tile_info(tile).block_m; }
+constexpr int gemm_tile_block_n(GemmTile tile) { return gemm_tile_info(tile).block_n; }
+// Whether `tile` is compiled for weights in `layout`.
+constexpr bool gemm_tile_supports(GemmTile tile, MoeWeightLayout layout) {
+  return layout == MoeWeightLayout::kNK || gemm_tile_info(tile).kn_weights;
+}
 
 // What the epilogue writes. kSwiglu (GEMM1 of the MoE): b's n = 2I rows per group are W1's
 // gate and up rows interleaved in blocks of 8 (gate 8q..8q+7, then up 8q..8q+7, for q in
